@@ -1,0 +1,23 @@
+"""amata_lib: adversarial training accelerated by annealing (Amata, Ye et al., AAAI 2021).
+
+A schedule (:mod:`amata_lib.schedules`) decides each epoch's inner-maximizer plan
+``(K_t, alpha_t)``; an inner maximizer (:mod:`amata_lib.maximizers`) uses it; the
+trainer (:func:`amata_lib.train`) combines the two.
+"""
+__version__ = "0.1.0"
+
+from .attacks import cw_loss, fgsm, pgd
+from .data import DatasetUnavailable, load
+from .evaluation import accuracy, cw_accuracy, pgd_accuracy, time_to_target
+from .maximizers import Clean, PGDMaximizer
+from .models import DigitsCNN, LeNet, PreActResNet18
+from .results import ResultError, load_run, save_run
+from .schedules import Amata, Constant, Exponential, FromFunction, Plan, Schedule, Step, relative_cost
+from .training import select_device, train
+
+__all__ = [
+    "Amata", "Clean", "Constant", "DatasetUnavailable", "DigitsCNN", "Exponential", "FromFunction",
+    "LeNet", "PGDMaximizer", "Plan", "PreActResNet18", "ResultError", "Schedule", "Step", "accuracy",
+    "cw_accuracy", "cw_loss", "fgsm", "load", "load_run", "pgd", "pgd_accuracy", "relative_cost",
+    "save_run", "select_device", "time_to_target", "train",
+]

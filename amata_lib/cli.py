@@ -1,0 +1,201 @@
+"""Command line: ``python -m amata_lib {train,schedule,show} ...`` (``--help`` on each)."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from . import models
+from .data import DATASETS, DatasetUnavailable, load
+from .results import ResultError, load_run, save_run
+from .schedules import ROUNDINGS, Amata, Constant, Exponential, Schedule, Step, relative_cost
+from .training import LR_SCHEDULES, OPTIMIZERS, select_device, seed_everything, train
+
+METHODS = ("erm", "pgd", "amata", "exponential", "step")
+
+
+class UserError(Exception):
+    """A mistake in the command line: reported in one line, no traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + traceback
+        raise UserError(f"{message} (see '{self.prog} --help')")
+
+
+def _schedule_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("schedule (the inner maximization's K_t and alpha_t per epoch)")
+    g.add_argument("--method", choices=METHODS, default="amata",
+                   help="erm: clean training; pgd: PGD-K every epoch; amata: linear K_min -> K_max "
+                        "(Algorithm 1); exponential: geometric K_min -> K_max; step: --stages (default: amata)")
+    g.add_argument("--eps", type=float, default=None,
+                   help="L-inf radius in pixel units [0, 1] (default: 0.2 digits, 0.3 mnist, 8/255 cifar10)")
+    g.add_argument("--epochs", type=int, default=30, help="training epochs T (default: 30)")
+    g.add_argument("--k", type=int, default=10, help="PGD steps K for --method pgd (default: 10)")
+    g.add_argument("--alpha", type=float, default=None, help="PGD step size for --method pgd (default: tau / K)")
+    g.add_argument("--k-min", type=int, default=2, help="K_min of amata/exponential (default: 2)")
+    g.add_argument("--k-max", type=int, default=10, help="K_max of amata/exponential (default: 10)")
+    g.add_argument("--tau", type=float, default=None,
+                   help="total travel K_t * alpha_t (default: 2.5 * eps, Madry et al.'s rule)")
+    g.add_argument("--rounding", choices=ROUNDINGS, default="round",
+                   help="how K_t is made an integer (default: round, half up)")
+    g.add_argument("--stages", default="2,5,10", help="comma-separated K per stage for --method step")
+
+
+def _build_schedule(a: argparse.Namespace) -> Schedule | None:
+    if a.method == "erm":
+        return None
+    tau = a.tau if a.tau is not None else 2.5 * a.eps
+    if a.method == "pgd":
+        alpha = a.alpha if a.alpha is not None else tau / a.k
+        return Constant(a.k, alpha, a.epochs)
+    if a.method == "amata":
+        return Amata(a.k_min, a.k_max, tau, a.epochs, rounding=a.rounding)
+    if a.method == "exponential":
+        return Exponential(a.k_min, a.k_max, tau, a.epochs, rounding=a.rounding)
+    try:
+        stages = [int(s) for s in a.stages.split(",")]
+    except ValueError:
+        raise UserError(f"--stages must be comma-separated integers, got {a.stages!r}") from None
+    return Step(stages, tau, a.epochs)
+
+
+DEFAULT_EPS = {"digits": 0.2, "mnist": 0.3, "cifar10": 8 / 255}
+
+
+def _cmd_train(a: argparse.Namespace) -> int:
+    a.eps = DEFAULT_EPS[a.dataset] if a.eps is None else a.eps
+    schedule = _build_schedule(a)
+    name = a.name or f"{a.dataset}-{a.method}-seed{a.seed}"
+    out = Path(a.out) if a.out else Path("data/results") / f"{name}.json"
+    ckpt = Path(a.checkpoint) if a.checkpoint else Path("data/checkpoints") / f"{name}.pt"
+    device = select_device(a.device)
+    train_set, test_set = load(a.dataset, path=a.data_path, root=a.data_root, download=a.download)
+    if a.train_subset:
+        train_set = torch.utils.data.TensorDataset(*(t[:a.train_subset] for t in train_set.tensors))
+    seed_everything(a.seed)
+    model = models.build(a.model or models.DEFAULT_MODEL[a.dataset])
+    config = {k: v for k, v in vars(a).items() if k not in ("func", "command")}
+    config.update(model=a.model or models.DEFAULT_MODEL[a.dataset], schedule=repr(schedule),
+                  train_size=len(train_set), test_size=len(test_set))
+    if ckpt.exists():
+        print(f"resuming from checkpoint {ckpt}", file=sys.stderr)
+    from tqdm.auto import tqdm
+    bar = tqdm(total=a.epochs, desc=name, disable=not a.progress, unit="epoch")
+
+    def report(rec: dict, _model: torch.nn.Module) -> None:
+        acc = "" if rec["clean_acc"] is None else (
+            f" clean {100 * rec['clean_acc']:.1f}% PGD-{a.eval_steps} {100 * rec['robust_acc']:.1f}%")
+        bar.update(1)
+        bar.write(f"epoch {rec['epoch']:3d}/{a.epochs} K={rec['steps']:<3d} alpha={rec['alpha']:.4f} "
+                  f"loss {rec['train_loss']:.4f}{acc} time {rec['time']:.1f}s passes {rec['passes']}")
+
+    history = train(model, train_set, test_set, epochs=a.epochs, eps=a.eps, schedule=schedule,
+                    optimizer=a.optimizer, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
+                    lr_schedule=a.lr_schedule, batch_size=a.batch_size, seed=a.seed, device=device,
+                    amp=a.amp, eval_steps=a.eval_steps, eval_restarts=a.eval_restarts,
+                    eval_subset=a.eval_subset, eval_every=a.eval_every, checkpoint=ckpt, callback=report)
+    bar.close()
+    command = "python -m amata_lib " + " ".join(shlex.quote(s) for s in sys.argv[1:])
+    save_run(out, config=config, history=history, seed=a.seed, dataset=a.dataset, device=device, command=command)
+    if not a.keep_checkpoint:
+        ckpt.unlink(missing_ok=True)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_schedule(a: argparse.Namespace) -> int:
+    a.eps = 0.3 if a.eps is None else a.eps
+    schedule = _build_schedule(a)
+    if schedule is None:
+        raise UserError("--method erm has no inner maximization to schedule")
+    print(f"{schedule!r}")
+    print(" epoch   K_t   alpha_t  passes/batch")
+    for t, p in enumerate(schedule.plans()):
+        print(f"{t:6d} {p.steps:5d} {p.alpha:9.5f} {p.passes:8d}")
+    print(f"cost relative to PGD-{getattr(schedule, 'k_max', schedule.max_steps)}: {relative_cost(schedule):.3f}")
+    return 0
+
+
+def _cmd_show(a: argparse.Namespace) -> int:
+    run = load_run(a.path)
+    prov = run["provenance"]
+    print(f"{a.path}: dataset {run['dataset']}, seed {run['seed']}, {prov['device']}, "
+          f"commit {prov['git_commit']}, {prov['created']}")
+    if prov.get("command"):
+        print(f"command: {prov['command']}")
+    print(" epoch   K   time(s)   passes  clean  robust")
+    for r in run["history"]:
+        c = "   -  " if r.get("clean_acc") is None else f"{100 * r['clean_acc']:5.1f}%"
+        rb = "   -  " if r.get("robust_acc") is None else f"{100 * r['robust_acc']:5.1f}%"
+        print(f"{r['epoch']:6d} {r.get('steps', 0):3d} {r['time']:9.1f} {r['passes']:8d} {c} {rb}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``amata_lib`` argument parser."""
+    p = _Parser(prog="python -m amata_lib",
+                description="Adversarial training accelerated by annealing (Amata, Ye et al. AAAI 2021).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model (ERM, PGD-K or an annealing schedule) and save JSON",
+                       description="Train on a dataset and write the run with provenance to JSON. "
+                                   "Interrupt it any time: the same command resumes from the checkpoint.")
+    _schedule_args(t)
+    g = t.add_argument_group("data and model")
+    g.add_argument("--dataset", choices=DATASETS, default="digits", help="dataset (default: digits, bundled)")
+    g.add_argument("--data-path", default=None, help="mnist: .npz with x_train, y_train, x_test, y_test "
+                                                     "(default: $AMATA_MNIST)")
+    g.add_argument("--data-root", default="data/datasets", help="folder of torchvision datasets")
+    g.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
+    g.add_argument("--train-subset", type=int, default=None, help="use only the first N training examples")
+    g.add_argument("--model", choices=sorted(models.MODELS), default=None,
+                   help="model (default: digits_cnn, lenet for mnist, preact_resnet18 for cifar10)")
+    g = t.add_argument_group("optimisation")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="outer optimiser (default: sgd)")
+    g.add_argument("--lr", type=float, default=0.05, help="learning rate (default: 0.05)")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
+    g.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (default: 5e-4)")
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant", help="(default: constant)")
+    g.add_argument("--batch-size", type=int, default=128, help="minibatch size (default: 128)")
+    g.add_argument("--seed", type=int, default=0, help="seed of init, shuffling and random starts (default: 0)")
+    g.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ... (default: auto)")
+    g.add_argument("--amp", action="store_true", help="bf16 autocast for training on CUDA")
+    g = t.add_argument_group("evaluation after each epoch")
+    g.add_argument("--eval-steps", type=int, default=20, help="PGD steps of the robust test (default: 20)")
+    g.add_argument("--eval-restarts", type=int, default=1, help="PGD restarts, worst case kept (default: 1)")
+    g.add_argument("--eval-subset", type=int, default=None, help="test on the first N test examples only")
+    g.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs and at the end")
+    g = t.add_argument_group("output")
+    g.add_argument("--name", default=None, help="run name (default: DATASET-METHOD-seedSEED)")
+    g.add_argument("--out", default=None, help="JSON path (default: data/results/NAME.json)")
+    g.add_argument("--checkpoint", default=None, help="checkpoint path (default: data/checkpoints/NAME.pt)")
+    g.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoint after success")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    t.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("schedule", help="print a schedule's K_t, alpha_t and cost relative to PGD-K_max",
+                       description="Print the plan of every epoch and the schedule's relative cost.")
+    _schedule_args(s)
+    s.set_defaults(func=_cmd_schedule)
+
+    w = sub.add_parser("show", help="summarise a saved run (JSON)", description="Print a saved run's history.")
+    w.add_argument("path", help="a JSON file written by 'train'")
+    w.set_defaults(func=_cmd_show)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user mistakes print one line to stderr and return 2."""
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except (UserError, ValueError, DatasetUnavailable, ResultError) as exc:
+        print(f"amata_lib: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("amata_lib: interrupted; run the same command again to resume from the checkpoint", file=sys.stderr)
+        return 130

@@ -1,0 +1,217 @@
+"""Annealing schedules: epoch ``t`` -> the inner maximizer's plan ``(K_t, alpha_t)``.
+
+A schedule only decides hyper-parameters; it does not attack or train. The trainer
+asks ``schedule(t)`` at the start of epoch ``t`` and hands the :class:`Plan` to an
+inner maximizer (:mod:`amata_lib.maximizers`). Amata is one schedule among others,
+so the same mechanism can anneal any maximizer whose effort is set by a step count.
+
+Cost model: with a plan of ``K`` ascent steps one minibatch costs ``K + 1``
+forward+backward passes -- ``K`` input gradients for the inner maximization and one
+parameter gradient for the outer update. Random starts cost no pass.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from numbers import Real
+from typing import Callable, Sequence
+
+ROUNDINGS = ("round", "floor", "ceil")
+
+
+def _check_int(name: str, value: object, minimum: int = 1) -> int:
+    ok = (not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(value)
+          and float(value).is_integer() and value >= minimum)
+    if not ok:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _to_int(x: float, rounding: str) -> int:
+    """Make a real step count an integer; ``round`` is half-up (2.5 -> 3), not banker's."""
+    if rounding == "round":
+        return int(math.floor(x + 0.5))
+    if rounding == "floor":
+        return int(math.floor(x))
+    return int(math.ceil(x))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Hyper-parameters of the inner maximizer for one epoch: ``steps`` = K_t, ``alpha`` = alpha_t."""
+
+    steps: int
+    alpha: float
+
+    def __post_init__(self) -> None:
+        _check_int("steps", self.steps, minimum=1)
+        _check_positive("alpha", self.alpha)
+
+    @property
+    def passes(self) -> int:
+        """Forward+backward passes per minibatch: K inner steps plus one outer update."""
+        return self.steps + 1
+
+
+class Schedule:
+    """Base class: ``schedule(t)`` returns the :class:`Plan` of epoch ``t`` in ``0 .. epochs-1``."""
+
+    epochs: int
+
+    def plan(self, t: int) -> Plan:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    def __call__(self, t: int) -> Plan:
+        if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < self.epochs:
+            raise ValueError(f"t must be an integer epoch in [0, {self.epochs - 1}], got {t!r}")
+        return self.plan(t)
+
+    def plans(self) -> list[Plan]:
+        """The plan of every epoch, in order."""
+        return [self(t) for t in range(self.epochs)]
+
+    def cost(self) -> int:
+        """Total forward+backward passes per minibatch position over all epochs."""
+        return sum(p.passes for p in self.plans())
+
+    @property
+    def max_steps(self) -> int:
+        """Largest step count the schedule actually uses."""
+        return max(p.steps for p in self.plans())
+
+
+def relative_cost(schedule: Schedule, k_ref: int | None = None) -> float:
+    """Cost of ``schedule`` divided by the cost of PGD-``k_ref`` over the same epochs.
+
+    ``k_ref`` defaults to the schedule's ``k_max`` where it has one (Amata(2, 10) is
+    compared with PGD-10 even if rounding never reaches 10), else to the largest
+    step count it uses.
+    """
+    if k_ref is None:
+        k_ref = getattr(schedule, "k_max", schedule.max_steps)
+    k_ref = _check_int("k_ref", k_ref)
+    return schedule.cost() / ((k_ref + 1) * schedule.epochs)
+
+
+class Constant(Schedule):
+    """PGD-K: the same ``steps`` and ``alpha`` in every epoch."""
+
+    def __init__(self, steps: int, alpha: float, epochs: int) -> None:
+        self._plan = Plan(_check_int("steps", steps), _check_positive("alpha", alpha))
+        self.epochs = _check_int("epochs", epochs)
+
+    def plan(self, t: int) -> Plan:
+        return self._plan
+
+    def __repr__(self) -> str:
+        return f"Constant(steps={self._plan.steps}, alpha={self._plan.alpha:g}, epochs={self.epochs})"
+
+
+class _Annealed(Schedule):
+    """Shared validation for schedules going from ``k_min`` to ``k_max`` with ``alpha_t = tau / K_t``."""
+
+    def __init__(self, k_min: int, k_max: int, tau: float, epochs: int, rounding: str = "round") -> None:
+        self.k_min = _check_int("k_min", k_min)
+        self.k_max = _check_int("k_max", k_max)
+        if self.k_min > self.k_max:
+            raise ValueError(f"k_min must be <= k_max, got k_min={k_min!r} > k_max={k_max!r}")
+        self.tau = _check_positive("tau", tau)
+        self.epochs = _check_int("epochs", epochs)
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+        self.rounding = rounding
+
+    def real_steps(self, t: int) -> float:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    def plan(self, t: int) -> Plan:
+        steps = _to_int(self.real_steps(t), self.rounding)
+        steps = min(max(steps, self.k_min), self.k_max)
+        return Plan(steps, self.tau / steps)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(k_min={self.k_min}, k_max={self.k_max}, "
+                f"tau={self.tau:g}, epochs={self.epochs}, rounding={self.rounding!r})")
+
+
+class Amata(_Annealed):
+    """Amata's linear schedule (the paper's Algorithm 1).
+
+    ``K_t = K_min + (K_max - K_min) * t / T`` made an integer, and ``alpha_t = tau / K_t``
+    computed from that integer, so every epoch's steps add up to the same travel
+    ``K_t * alpha_t = tau``.
+
+    Integer choice (the paper is silent): ``rounding="round"`` (default, half up).
+    With ``t / T`` the real value never reaches ``K_max`` (at ``t = T - 1`` it is
+    ``K_max - (K_max - K_min) / T``); ``floor`` would therefore never use ``K_max``
+    unless ``T`` is tiny, while rounding reaches it once ``(K_max - K_min) / T <= 1/2``.
+    ``floor`` and ``ceil`` are available to reproduce either reading.
+    """
+
+    def real_steps(self, t: int) -> float:
+        return self.k_min + (self.k_max - self.k_min) * t / self.epochs
+
+
+class Exponential(_Annealed):
+    """Geometric interpolation ``K_t = K_min * (K_max / K_min) ** (t / T)`` (an ablation of the paper).
+
+    The paper's appendix names an exponential scheme without a formula; this is our
+    choice: the same end points and ``t / T`` as :class:`Amata`, growing by a
+    constant factor per epoch, so it spends fewer steps early than the linear one.
+    """
+
+    def real_steps(self, t: int) -> float:
+        return self.k_min * (self.k_max / self.k_min) ** (t / self.epochs)
+
+
+class Step(Schedule):
+    """Piecewise constant: ``steps[i]`` during the i-th of ``len(steps)`` equal stages, ``alpha = tau / K``.
+
+    Stage of epoch ``t`` is ``floor(t * n / T)``; stage lengths differ by at most one epoch.
+    """
+
+    def __init__(self, steps: Sequence[int], tau: float, epochs: int) -> None:
+        if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence) or len(steps) == 0:
+            raise ValueError(f"steps must be a non-empty sequence of integers, got {steps!r}")
+        self.steps = [_check_int(f"steps[{i}]", k) for i, k in enumerate(steps)]
+        self.tau = _check_positive("tau", tau)
+        self.epochs = _check_int("epochs", epochs)
+        if len(self.steps) > self.epochs:
+            raise ValueError(f"steps must have at most epochs={self.epochs} stages, got {len(self.steps)}")
+
+    def plan(self, t: int) -> Plan:
+        k = self.steps[t * len(self.steps) // self.epochs]
+        return Plan(k, self.tau / k)
+
+    def __repr__(self) -> str:
+        return f"Step(steps={self.steps}, tau={self.tau:g}, epochs={self.epochs})"
+
+
+class FromFunction(Schedule):
+    """A schedule from any ``fn(t) -> Plan | (steps, alpha)``; every returned plan is validated."""
+
+    def __init__(self, fn: Callable[[int], Plan | tuple[int, float]], epochs: int, name: str = "custom") -> None:
+        if not callable(fn):
+            raise ValueError(f"fn must be callable, got {fn!r}")
+        self.fn = fn
+        self.epochs = _check_int("epochs", epochs)
+        self.name = name
+
+    def plan(self, t: int) -> Plan:
+        out = self.fn(t)
+        if isinstance(out, Plan):
+            return out
+        try:
+            steps, alpha = out
+        except (TypeError, ValueError):
+            raise ValueError(f"fn({t}) must return a Plan or (steps, alpha), got {out!r}") from None
+        return Plan(_check_int(f"steps at t={t}", steps), _check_positive(f"alpha at t={t}", alpha))
+
+    def __repr__(self) -> str:
+        return f"FromFunction({self.name}, epochs={self.epochs})"

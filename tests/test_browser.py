@@ -1,0 +1,426 @@
+"""Open the built book in headless Chromium and check what a reader would see.
+
+For ``_build/html/book/intro.html`` and every other page under
+``_build/html/book/`` this test asserts that
+
+(a) the equations are typeset: every Sphinx math element (``.math``) holds a
+    MathJax ``mjx-container``, MathJax reported no TeX error, and no raw
+    ``$$`` / ``$\\cmd ...$`` is left in the visible text;
+(b) every ``<img>`` loaded (``naturalWidth > 0``);
+(c) the page requested nothing outside the book: every request recorded by the
+    Chrome DevTools Protocol (``Network.requestWillBeSent``) goes to the local
+    HTTP server this test starts on 127.0.0.1 for ``_build/html`` (or to a
+    ``file://`` URL under it, ``data:``, ``blob:`` or ``about:``), and no local
+    request failed or returned an HTTP error (a missing MathJax font or
+    component shows up here).
+
+The pages are served over http://127.0.0.1 rather than file:// because
+Chromium refuses web fonts (MathJax's woff files) from file:// pages.
+
+Driver: Chromium's DevTools Protocol over a websocket (``websocket-client``);
+no browser download.  The browser is Debian's ``/usr/bin/chromium`` (or
+``$AMATA_CHROMIUM``); the test is skipped, with the reason, when no Chromium is
+installed or when the book has not been built (``_build/html`` missing).
+
+Screenshots: set ``AMATA_SCREENSHOT_DIR=/some/dir`` and each checked page is
+saved there as a PNG (``book_intro.png`` ...).  Or, by hand::
+
+    python tests/test_browser.py _build/html/book/intro.html /tmp/intro.png
+"""
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+PAGE_TIMEOUT_S = 30.0
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--mute-audio",
+    "--remote-debugging-port=0",
+    "--remote-allow-origins=*",
+    "--window-size=1280,900",
+]
+LOCAL_SCHEMES = ("data:", "blob:", "about:")
+
+
+def find_chromium() -> str | None:
+    """Path of a Chromium/Chrome executable, or None."""
+    env = os.environ.get("AMATA_CHROMIUM")
+    if env:
+        return env if Path(env).is_file() else shutil.which(env)
+    for name in ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = name if Path(name).is_file() else shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def book_pages() -> list[Path]:
+    """intro.html first, then every other page under _build/html/book/."""
+    book = HTML / "book"
+    if not book.is_dir():
+        return []
+    pages = sorted(book.glob("*.html"))
+    intro = book / "intro.html"
+    return ([intro] if intro in pages else []) + [p for p in pages if p != intro]
+
+
+# --------------------------------------------------------------------------- DevTools client
+class CDPError(RuntimeError):
+    pass
+
+
+class Browser:
+    """Headless Chromium driven over one DevTools websocket (flattened sessions)."""
+
+    def __init__(self, executable: str):
+        import websocket  # websocket-client
+
+        self._websocket = websocket
+        self.profile = tempfile.mkdtemp(prefix="amata-chromium-")
+        cmd = [executable, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", "about:blank"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        port_file = Path(self.profile) / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not (port_file.is_file() and len(port_file.read_text().splitlines()) >= 2):
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace")[-2000:]
+                self.close()
+                raise CDPError(f"Chromium exited with {self.proc.returncode}: {err}")
+            if time.monotonic() > deadline:
+                self.close()
+                raise CDPError("Chromium did not write DevToolsActivePort within 30 s")
+            time.sleep(0.05)
+        port, path = port_file.read_text().splitlines()[:2]
+        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=PAGE_TIMEOUT_S,
+                                              suppress_origin=True)
+        self._next_id = 0
+        self.events: list[dict] = []
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None,
+             timeout: float = PAGE_TIMEOUT_S) -> dict:
+        self._next_id += 1
+        msg_id = self._next_id
+        msg = {"id": msg_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        self.ws.send(json.dumps(msg))
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._recv(deadline)
+            if reply is None:
+                raise CDPError(f"{method}: no reply within {timeout} s")
+            if reply.get("id") == msg_id:
+                if "error" in reply:
+                    raise CDPError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+
+    def _recv(self, deadline: float) -> dict | None:
+        """Next message; events are appended to self.events.  None on timeout."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        self.ws.settimeout(remaining)
+        try:
+            msg = json.loads(self.ws.recv())
+        except self._websocket.WebSocketTimeoutException:
+            return None
+        if "method" in msg:
+            self.events.append(msg)
+        return msg
+
+    def wait_event(self, method: str, session: str, timeout: float = PAGE_TIMEOUT_S) -> dict:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for ev in self.events[seen:]:
+                if ev.get("method") == method and ev.get("sessionId") == session:
+                    return ev
+            seen = len(self.events)
+            if self._recv(deadline) is None:
+                raise CDPError(f"no {method} within {timeout} s")
+
+    def pump(self, seconds: float) -> None:
+        """Collect events for a while (late requests such as fonts)."""
+        deadline = time.monotonic() + seconds
+        while self._recv(deadline) is not None:
+            pass
+
+    def evaluate(self, session: str, expression: str, timeout: float = PAGE_TIMEOUT_S):
+        res = self.send("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
+                                             "returnByValue": True, "timeout": timeout * 1000},
+                        session=session, timeout=timeout + 5)
+        if "exceptionDetails" in res:
+            raise CDPError(f"JS error: {res['exceptionDetails']}")
+        return res["result"].get("value")
+
+    def close(self) -> None:
+        try:
+            if getattr(self, "ws", None) is not None:
+                try:
+                    self.send("Browser.close", timeout=5)
+                except Exception:
+                    pass
+                self.ws.close()
+        finally:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- page checks
+WAIT_FOR_PAGE_JS = r"""
+(async () => {
+  // make every image load now (lazy images would never load off-screen)
+  const imgs = Array.from(document.images);
+  imgs.forEach(img => { img.loading = 'eager'; });
+  await Promise.all(imgs.map(img => img.complete ? null :
+      new Promise(r => { img.addEventListener('load', r); img.addEventListener('error', r); })));
+  if (document.querySelector('.math') || window.MathJax) {
+    const t0 = Date.now();
+    while (!(window.MathJax && MathJax.startup && MathJax.startup.promise)) {
+      if (Date.now() - t0 > 20000) return 'MathJax never started';
+      await new Promise(r => setTimeout(r, 50));
+    }
+    await MathJax.startup.promise;
+  }
+  await document.fonts.ready;
+  return 'ok';
+})()
+"""
+
+INSPECT_PAGE_JS = r"""
+(() => {
+  const maths = Array.from(document.querySelectorAll('.math'));
+  const untypeset = maths.filter(m => !m.querySelector('mjx-container'))
+                         .map(m => m.textContent.trim().slice(0, 80));
+  const body = document.body.cloneNode(true);
+  body.querySelectorAll('pre, code, script, style, textarea, mjx-container, mjx-assistive-mml')
+      .forEach(e => e.remove());
+  const text = body.textContent;
+  const attrs = [];
+  for (const [sel, attr] of [['script[src]', 'src'], ['link[href]', 'href'], ['img[src]', 'src'],
+                             ['iframe[src]', 'src'], ['source[src]', 'src'], ['video[src]', 'src'],
+                             ['audio[src]', 'src'], ['embed[src]', 'src'], ['object[data]', 'data']]) {
+    document.querySelectorAll(sel).forEach(e => attrs.push(e.getAttribute(attr)));
+  }
+  return {
+    n_math: maths.length,
+    n_mjx: document.querySelectorAll('mjx-container').length,
+    untypeset: untypeset,
+    merrors: Array.from(document.querySelectorAll('mjx-merror')).map(e => e.textContent.slice(0, 80)),
+    raw_tex: (text.match(/\$\$[\s\S]{0,60}|\$[^$\n]{0,40}\\[a-zA-Z]+[^$\n]{0,40}\$|\\\([^)]{0,40}|\\\[[^\]]{0,40}/g) || []),
+    broken_images: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))
+                        .map(i => i.currentSrc || i.src),
+    n_images: document.images.length,
+    resource_attrs: attrs,
+    title: document.title,
+  };
+})()
+"""
+
+
+class PageReport(dict):
+    pass
+
+
+def check_page(browser: Browser, url: str, screenshot: Path | None = None) -> PageReport:
+    """Load ``url`` in a fresh tab; return what was seen (requests, DOM facts)."""
+    target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+    session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    try:
+        for domain in ("Page", "Network", "Runtime"):
+            browser.send(f"{domain}.enable", session=session)
+        browser.send("Network.setCacheDisabled", {"cacheDisabled": True}, session=session)
+        browser.send("Emulation.setDeviceMetricsOverride",
+                     {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=session)
+        start = len(browser.events)
+        nav = browser.send("Page.navigate", {"url": url}, session=session)
+        if nav.get("errorText"):
+            raise CDPError(f"navigation to {url} failed: {nav['errorText']}")
+        browser.wait_event("Page.loadEventFired", session)
+        status = browser.evaluate(session, WAIT_FOR_PAGE_JS)
+        browser.pump(0.3)  # late requests (fonts, MathJax components)
+        info = browser.evaluate(session, INSPECT_PAGE_JS)
+        if screenshot is not None:
+            save_screenshot(browser, session, screenshot)
+        events = [e for e in browser.events[start:] if e.get("sessionId") == session]
+        requests = {e["params"]["requestId"]: e["params"]["request"]["url"]
+                    for e in events if e["method"] == "Network.requestWillBeSent"}
+        failed = [(requests.get(e["params"]["requestId"], "?"), e["params"].get("errorText"))
+                  for e in events if e["method"] == "Network.loadingFailed"
+                  and not e["params"].get("canceled")]
+        http_errors = [(e["params"]["response"]["url"], e["params"]["response"]["status"])
+                       for e in events if e["method"] == "Network.responseReceived"
+                       and e["params"]["response"].get("status", 0) >= 400
+                       # the browser asks for /favicon.ico by itself; the book has none
+                       and not e["params"]["response"]["url"].endswith("/favicon.ico")]
+        exceptions = [e["params"]["exceptionDetails"].get("exception", {}).get("description")
+                      or e["params"]["exceptionDetails"].get("text")
+                      for e in events if e["method"] == "Runtime.exceptionThrown"]
+        return PageReport(status=status, requests=sorted(set(requests.values())), failed=failed,
+                          http_errors=http_errors, exceptions=exceptions, **info)
+    finally:
+        browser.send("Target.closeTarget", {"targetId": target})
+        browser.events.clear()
+
+
+def save_screenshot(browser: Browser, session: str, path: Path, max_height: int = 8000) -> None:
+    """Full-page PNG (cut at max_height pixels)."""
+    metrics = browser.send("Page.getLayoutMetrics", session=session)
+    size = metrics.get("cssContentSize") or metrics["contentSize"]
+    clip = {"x": 0, "y": 0, "width": min(size["width"], 1280), "height": min(size["height"], max_height),
+            "scale": 1}
+    shot = browser.send("Page.captureScreenshot", {"format": "png", "clip": clip,
+                                                   "captureBeyondViewport": True}, session=session)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+# --------------------------------------------------------------------------- local server
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+
+class LocalServer:
+    def __init__(self, directory: Path):
+        handler = functools.partial(_QuietHandler, directory=str(directory))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, page: Path) -> str:
+        return self.base + quote(page.relative_to(HTML).as_posix())
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def is_inside_book(url: str, server_base: str) -> bool:
+    if url.startswith(LOCAL_SCHEMES) or url.startswith(server_base):
+        return True
+    return url.startswith("file://") and url[len("file://"):].startswith(str(HTML))
+
+
+# --------------------------------------------------------------------------- pytest
+PAGES = book_pages()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not HTML.is_dir():
+        pytest.skip(f"book not built: {HTML.relative_to(ROOT)} does not exist (run `make book` "
+                    "or `bash scripts/build_book.sh` first)")
+    exe = find_chromium()
+    if exe is None:
+        pytest.skip("Chromium not found (install it, e.g. `apt-get install -y chromium`, "
+                    "or set AMATA_CHROMIUM=/path/to/chromium)")
+    pytest.importorskip("websocket", reason="websocket-client not installed (pip install websocket-client)")
+    b = Browser(exe)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not HTML.is_dir():
+        pytest.skip(f"book not built: {HTML.relative_to(ROOT)} does not exist")
+    s = LocalServer(HTML)
+    yield s
+    s.close()
+
+
+def test_intro_page_exists():
+    if not HTML.is_dir():
+        pytest.skip(f"book not built: {HTML.relative_to(ROOT)} does not exist (run `make book` first)")
+    assert (HTML / "book" / "intro.html").is_file(), "the book's root page book/intro.html was not built"
+
+
+@pytest.mark.parametrize("page", PAGES or [None], ids=[p.stem for p in PAGES] or ["no-pages"])
+def test_page_renders_offline(page, browser, server):
+    if page is None:
+        pytest.skip("no pages under _build/html/book/")
+    shot_dir = os.environ.get("AMATA_SCREENSHOT_DIR")
+    shot = Path(shot_dir) / f"book_{page.stem}.png" if shot_dir else None
+    rep = check_page(browser, server.url(page), screenshot=shot)
+    name = page.relative_to(HTML).as_posix()
+
+    assert rep["status"] == "ok", f"{name}: {rep['status']}"
+    # (c) nothing outside the book, and nothing local missing
+    external = [u for u in rep["requests"] if not is_inside_book(u, server.base)]
+    assert not external, f"{name} requested URLs outside the book:\n  " + "\n  ".join(external)
+    external_attrs = [a for a in rep["resource_attrs"]
+                      if re.match(r"^([a-z][a-z0-9+.-]*:)?//", a or "", re.I)
+                      and not is_inside_book(a, server.base)]
+    assert not external_attrs, f"{name} has resource tags pointing outside the book: {external_attrs}"
+    assert not rep["failed"], f"{name}: requests failed: {rep['failed']}"
+    assert not rep["http_errors"], f"{name}: HTTP errors: {rep['http_errors']}"
+    assert not rep["exceptions"], f"{name}: JavaScript exceptions: {rep['exceptions']}"
+    # (a) math typeset
+    assert not rep["untypeset"], f"{name}: math not typeset by MathJax: {rep['untypeset']}"
+    assert not rep["merrors"], f"{name}: MathJax TeX errors: {rep['merrors']}"
+    assert rep["n_mjx"] >= rep["n_math"], f"{name}: {rep['n_math']} math elements, {rep['n_mjx']} typeset"
+    assert not rep["raw_tex"], f"{name}: raw TeX left in the visible text: {rep['raw_tex']}"
+    if page.name == "intro.html":
+        assert rep["n_mjx"] > 0, "intro.html should show typeset math (Eq. 1) but has no mjx-container"
+    # (b) images
+    assert not rep["broken_images"], f"{name}: images that did not load: {rep['broken_images']}"
+
+
+# --------------------------------------------------------------------------- manual use
+def main(argv: list[str]) -> int:
+    """python tests/test_browser.py PAGE.html [OUT.png] -- print the report, save a screenshot."""
+    if not argv:
+        print(main.__doc__)
+        return 2
+    page = Path(argv[0]).resolve()
+    out = Path(argv[1]) if len(argv) > 1 else None
+    exe = find_chromium()
+    if exe is None:
+        print("Chromium not found", file=sys.stderr)
+        return 1
+    srv, b = LocalServer(HTML), Browser(exe)
+    try:
+        rep = check_page(b, srv.url(page), screenshot=out)
+    finally:
+        b.close()
+        srv.close()
+    print(json.dumps({k: v for k, v in rep.items() if k != "resource_attrs"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

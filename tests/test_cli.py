@@ -1,0 +1,87 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from amata_lib import load_run
+from amata_lib.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "amata_lib", *args], cwd=cwd, capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_help_explains_options(tmp_path):
+    out = cli("train", "--help", cwd=tmp_path)
+    assert out.returncode == 0
+    for opt in ("--k-min", "--k-max", "--tau", "--eps", "--dataset", "--data-path", "--checkpoint", "--seed"):
+        assert opt in out.stdout
+
+
+@pytest.mark.parametrize("args, match", [
+    (["train", "--k-min", "0"], "k_min must be an integer >= 1, got 0"),
+    (["train", "--epochs", "abc"], "invalid int value"),
+    (["train", "--dataset", "mnist", "--data-path", "/nonexistent.npz"], "is not a file"),
+    (["train", "--method", "amata", "--k-min", "12"], "k_min must be <= k_max"),
+    (["show", "missing.json"], "no such file"),
+    (["nonsense"], "invalid choice"),
+])
+def test_user_mistakes_give_one_line_and_no_traceback(tmp_path, args, match):
+    out = cli(*args, cwd=tmp_path)
+    assert out.returncode == 2
+    assert match in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_schedule_command(capsys):
+    assert main(["schedule", "--method", "amata", "--k-min", "2", "--k-max", "10", "--epochs", "4",
+                 "--eps", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "cost relative to PGD-10" in out and "0.12500" in out  # K=4 at t=2, tau=0.5
+
+
+TRAIN = ["train", "--method", "amata", "--k-min", "1", "--k-max", "3", "--epochs", "4", "--train-subset", "600",
+         "--eval-subset", "100", "--no-progress"]
+
+
+def test_train_writes_json_and_show_reads_it(tmp_path):
+    out = cli(*TRAIN, "--name", "t", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    path = tmp_path / "data" / "results" / "t.json"
+    run = load_run(path)
+    assert [h["steps"] for h in run["history"]] == [1, 2, 2, 3]
+    assert run["provenance"]["command"].startswith("python -m amata_lib train")
+    assert "epoch   4/4" in out.stdout
+    assert not (tmp_path / "data" / "checkpoints" / "t.pt").exists()
+    shown = cli("show", str(path), cwd=tmp_path)
+    assert shown.returncode == 0 and "digits" in shown.stdout
+
+
+def test_kill_9_and_resume_gives_same_result(tmp_path):
+    ref = cli(*TRAIN, "--name", "ref", cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    ckpt = tmp_path / "data" / "checkpoints" / "k.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "amata_lib", *TRAIN, "--name", "k"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "no checkpoint appeared before the kill"
+    resumed = cli(*TRAIN, "--name", "k", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    a = json.loads((tmp_path / "data" / "results" / "ref.json").read_text())["history"]
+    b = json.loads((tmp_path / "data" / "results" / "k.json").read_text())["history"]
+    keys = ("epoch", "steps", "passes", "train_loss", "clean_acc", "robust_acc")
+    assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]

@@ -1,0 +1,104 @@
+import pytest
+import torch
+
+from amata_lib import Amata, Constant, DigitsCNN, train
+from amata_lib.training import select_device
+
+
+def test_erm_is_not_robust(erm_model):
+    _, history = erm_model
+    last = history[-1]
+    assert last["clean_acc"] > 0.9
+    assert last["robust_acc"] < last["clean_acc"] - 0.5
+
+
+def test_adversarial_training_lifts_robust_accuracy(erm_model, pgd_model):
+    erm, pgd = erm_model[1][-1], pgd_model[1][-1]
+    assert pgd["robust_acc"] > erm["robust_acc"] + 0.25
+    assert pgd["clean_acc"] > 0.5
+
+
+def test_history_counts_passes_and_plans(digits):
+    torch.manual_seed(0)
+    schedule = Amata(1, 4, 0.5, 4)
+    history = train(DigitsCNN(), *digits, epochs=4, eps=0.2, schedule=schedule, batch_size=256, eval_every=2)
+    n_batches = -(-len(digits[0]) // 256)
+    expected, total = [], 0
+    for t in range(4):
+        total += (schedule(t).steps + 1) * n_batches
+        expected.append(total)
+    assert [h["passes"] for h in history] == expected
+    assert [h["steps"] for h in history] == [p.steps for p in schedule.plans()]
+    assert [h["robust_acc"] is None for h in history] == [True, False, True, False]
+    assert history[-1]["time"] == pytest.approx(sum(h["epoch_time"] for h in history))
+    assert all(h["epoch_time"] > 0 for h in history)
+
+
+def test_erm_costs_one_pass_per_batch(digits):
+    history = train(DigitsCNN(), *digits, epochs=2, eps=0.2, batch_size=500, eval_every=2)
+    assert [h["passes"] for h in history] == [3, 6]
+    assert history[0]["steps"] == 0
+
+
+def test_callback_can_stop(digits):
+    seen = []
+
+    def cb(rec, model):
+        seen.append(rec["epoch"])
+        return rec["epoch"] == 2
+
+    history = train(DigitsCNN(), *digits, epochs=5, eps=0.2, callback=cb, eval_every=5)
+    assert seen == [1, 2] and len(history) == 2 and history[-1]["stopped"]
+
+
+def _run(digits, ckpt=None, callback=None):
+    torch.manual_seed(3)
+    model = DigitsCNN()
+    history = train(model, *digits, epochs=3, eps=0.2, schedule=Constant(2, 0.1, 3), seed=3,
+                    checkpoint=ckpt, callback=callback)
+    return model, history
+
+
+def test_interrupted_run_resumes_to_same_result(digits, tmp_path):
+    ref_model, ref = _run(digits)
+    ckpt = tmp_path / "run.pt"
+
+    def crash(rec, model):
+        if rec["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(digits, ckpt, crash)
+    assert ckpt.exists()
+    model, history = _run(digits, ckpt)
+    assert len(history) == 3
+    for a, b in zip(history, ref):
+        assert (a["train_loss"], a["clean_acc"], a["robust_acc"]) == (b["train_loss"], b["clean_acc"], b["robust_acc"])
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_evaluation_does_not_change_trajectory(digits):
+    torch.manual_seed(0)
+    a = train(DigitsCNN(), *digits, epochs=2, eps=0.2, schedule=Constant(2, 0.1, 2), eval_every=1)
+    torch.manual_seed(0)
+    b = train(DigitsCNN(), *digits, epochs=2, eps=0.2, schedule=Constant(2, 0.1, 2), eval_every=2)
+    assert a[-1]["train_loss"] == b[-1]["train_loss"] and a[-1]["robust_acc"] == b[-1]["robust_acc"]
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(epochs=0), "epochs"), (dict(eps=-1.0), "eps"), (dict(lr=0.0), "lr"),
+    (dict(batch_size=0), "batch_size"), (dict(optimizer="rmsprop"), "optimizer"),
+    (dict(lr_schedule="linear"), "lr_schedule"), (dict(amp=True, device="cpu"), "amp"),
+    (dict(schedule=Constant(2, 0.1, 1)), "schedule covers"), (dict(device="gpu0"), "device"),
+])
+def test_bad_training_arguments(digits, kwargs, name):
+    args = dict(epochs=2, eps=0.2) | kwargs
+    with pytest.raises(ValueError, match=name):
+        train(DigitsCNN(), *digits, **args)
+
+
+def test_select_device_auto_is_cpu_without_accelerator():
+    if not torch.cuda.is_available():
+        assert select_device("auto").type in ("cpu", "mps")
+    assert select_device("cpu") == torch.device("cpu")
