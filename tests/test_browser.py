@@ -339,16 +339,26 @@ def is_inside_book(url: str, server_base: str) -> bool:
 PAGES = book_pages()
 
 
+def _skip(reason: str) -> None:
+    """Skip with ``reason``; CI sets AMATA_REQUIRE_BROWSER=1 so a missing browser or book fails instead."""
+    if os.environ.get("AMATA_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"browser check required (AMATA_REQUIRE_BROWSER=1) but: {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def browser():
     if not HTML.is_dir():
-        pytest.skip(f"book not built: {HTML.relative_to(ROOT)} does not exist (run `make book` "
+        _skip(f"book not built: {HTML.relative_to(ROOT)} does not exist (run `make book` "
                     "or `bash scripts/build_book.sh` first)")
     exe = find_chromium()
     if exe is None:
-        pytest.skip("Chromium not found (install it, e.g. `apt-get install -y chromium`, "
+        _skip("Chromium not found (install it, e.g. `apt-get install -y chromium`, "
                     "or set AMATA_CHROMIUM=/path/to/chromium)")
-    pytest.importorskip("websocket", reason="websocket-client not installed (pip install websocket-client)")
+    try:
+        import websocket  # noqa: F401
+    except ImportError:
+        _skip("websocket-client not installed (pip install websocket-client)")
     b = Browser(exe)
     yield b
     b.close()
@@ -357,7 +367,7 @@ def browser():
 @pytest.fixture(scope="module")
 def server():
     if not HTML.is_dir():
-        pytest.skip(f"book not built: {HTML.relative_to(ROOT)} does not exist")
+        _skip(f"book not built: {HTML.relative_to(ROOT)} does not exist")
     s = LocalServer(HTML)
     yield s
     s.close()
@@ -365,14 +375,14 @@ def server():
 
 def test_intro_page_exists():
     if not HTML.is_dir():
-        pytest.skip(f"book not built: {HTML.relative_to(ROOT)} does not exist (run `make book` first)")
+        _skip(f"book not built: {HTML.relative_to(ROOT)} does not exist (run `make book` first)")
     assert (HTML / "book" / "intro.html").is_file(), "the book's root page book/intro.html was not built"
 
 
 @pytest.mark.parametrize("page", PAGES or [None], ids=[p.stem for p in PAGES] or ["no-pages"])
 def test_page_renders_offline(page, browser, server):
     if page is None:
-        pytest.skip("no pages under _build/html/book/")
+        _skip("no pages under _build/html/book/")
     shot_dir = os.environ.get("AMATA_SCREENSHOT_DIR")
     shot = Path(shot_dir) / f"book_{page.stem}.png" if shot_dir else None
     rep = check_page(browser, server.url(page), screenshot=shot)
