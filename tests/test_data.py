@@ -8,7 +8,8 @@ import torch
 from amata_lib import DatasetUnavailable, load
 from amata_lib import data as data_mod
 
-SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist.npz"
+SHARED_MNIST = Path(os.environ.get("AMATA_MNIST")
+                    or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist.npz")
 
 
 def test_digits_shapes_range_and_stratified_split():
@@ -82,7 +83,7 @@ def test_unknown_dataset():
         load("imagenet")
 
 
-@pytest.mark.skipif(not SHARED_MNIST.exists(), reason="shared MNIST copy not beside the checkout")
+@pytest.mark.skipif(not SHARED_MNIST.exists(), reason="MNIST .npz not found ($AMATA_MNIST or ../shared/data/mnist.npz)")
 def test_real_mnist_npz():
     train, test = data_mod.load_npz(SHARED_MNIST)
     assert train.tensors[0].shape == (60000, 1, 28, 28) and len(test) == 10000
