@@ -296,13 +296,18 @@ def check_page(browser: Browser, url: str, screenshot: Path | None = None) -> Pa
 
 
 def save_screenshot(browser: Browser, session: str, path: Path, max_height: int = 8000) -> None:
-    """Full-page PNG (cut at max_height pixels)."""
+    """Full-page PNG (cut at max_height pixels).
+
+    The viewport is made as tall as the page first: ``captureBeyondViewport``
+    re-lays out pages whose code blocks scroll horizontally, shifting them.
+    """
     metrics = browser.send("Page.getLayoutMetrics", session=session)
     size = metrics.get("cssContentSize") or metrics["contentSize"]
-    clip = {"x": 0, "y": 0, "width": min(size["width"], 1280), "height": min(size["height"], max_height),
-            "scale": 1}
-    shot = browser.send("Page.captureScreenshot", {"format": "png", "clip": clip,
-                                                   "captureBeyondViewport": True}, session=session)
+    height = int(min(size["height"], max_height))
+    browser.send("Emulation.setDeviceMetricsOverride",
+                 {"width": 1280, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=session)
+    browser.pump(0.3)
+    shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=session)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(base64.b64decode(shot["data"]))
 

@@ -1,0 +1,98 @@
+"""Plot helpers for the book's chapters: they draw figures and compute nothing else.
+
+Every function returns the :class:`matplotlib.figure.Figure` it drew, so a chapter
+ends its cell with ``plt.show()`` and a test can inspect the axes.
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+
+
+def _grayscale(name: str, images: torch.Tensor) -> torch.Tensor:
+    """Images as ``N x H x W``; accepts ``N x 1 x H x W`` or ``N x H x W``."""
+    if images.ndim == 4 and images.shape[1] == 1:
+        return images[:, 0]
+    if images.ndim == 3:
+        return images
+    raise ValueError(f"{name} must have shape N x 1 x H x W or N x H x W, got {tuple(images.shape)}")
+
+
+def _check_probs(name: str, probs: torch.Tensor, n: int) -> None:
+    if probs.ndim != 2 or probs.shape[0] != n:
+        raise ValueError(f"{name} must have shape {n} x classes, got {tuple(probs.shape)}")
+
+
+def _prediction_title(probs: torch.Tensor) -> str:
+    """``"pred 3 (0.97)"``: the predicted class and its probability, rounded."""
+    confidence, label = probs.max(dim=0)
+    return f"pred {int(label)} ({float(confidence):.2f})"
+
+
+def show_adversarial_grid(
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    p_clean: torch.Tensor,
+    p_adv: torch.Tensor,
+    *,
+    eps: float,
+    y: torch.Tensor | None = None,
+) -> Figure:
+    """Clean images, their adversarial versions and the perturbations, one column per example.
+
+    Row 1 shows ``x`` titled with the model's prediction on it (and the true label
+    ``y`` when given), row 2 shows ``x_adv`` with the prediction on it, row 3 shows
+    ``x_adv - x`` on a diverging colour scale fixed to ``[-eps, eps]``, so a pixel
+    at full saturation moved by the whole budget.
+
+    Parameters
+    ----------
+    x, x_adv : torch.Tensor
+        Clean and adversarial grayscale images in ``[0, 1]``, shape ``N x 1 x H x W`` or ``N x H x W``.
+    p_clean, p_adv : torch.Tensor
+        Class probabilities of the model on ``x`` and on ``x_adv``, shape ``N x classes``.
+    eps : float
+        Radius of the L-infinity ball, sets the perturbation colour scale.
+    y : torch.Tensor, optional
+        True labels, shape ``N``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        A figure with ``3 x N`` image axes and a colour bar for the perturbation row.
+    """
+    clean = _grayscale("x", x.detach().cpu()).numpy()
+    adv = _grayscale("x_adv", x_adv.detach().cpu()).numpy()
+    if clean.shape != adv.shape:
+        raise ValueError(f"x_adv must have the shape of x, got {tuple(x_adv.shape)} and {tuple(x.shape)}")
+    n = clean.shape[0]
+    if n == 0:
+        raise ValueError("x must hold at least one image, got 0")
+    _check_probs("p_clean", p_clean, n)
+    _check_probs("p_adv", p_adv, n)
+    if y is not None and tuple(y.shape) != (n,):
+        raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+
+    fig, axes = plt.subplots(3, n, figsize=(1.5 * n + 1.0, 5.0), squeeze=False,
+                             layout="constrained")
+    for i in range(n):
+        title = _prediction_title(p_clean[i])
+        if y is not None:
+            title = f"label {int(y[i])}\n{title}"
+        axes[0, i].imshow(clean[i], cmap="gray", vmin=0.0, vmax=1.0)
+        axes[0, i].set_title(title, fontsize=9)
+        axes[1, i].imshow(adv[i], cmap="gray", vmin=0.0, vmax=1.0)
+        axes[1, i].set_title(_prediction_title(p_adv[i]), fontsize=9)
+        delta = axes[2, i].imshow(adv[i] - clean[i], cmap="RdBu_r", vmin=-eps, vmax=eps)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for row, name in enumerate(("clean", "adversarial", "perturbation")):
+        axes[row, 0].set_ylabel(name)
+    fig.colorbar(delta, ax=axes[2, :].tolist(), shrink=0.8, label=r"$x_{adv} - x$")
+    return fig

@@ -1,0 +1,76 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from amata_lib.viz import show_adversarial_grid  # noqa: E402
+
+
+@pytest.fixture
+def grid_inputs():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 8, 8, generator=gen)
+    x_adv = (x + 0.1 * torch.randn(x.shape, generator=gen).sign()).clamp(0, 1)
+    p_clean = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    p_adv = p_clean.flip(1)
+    return x, x_adv, p_clean, p_adv
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def _image_axes(fig):
+    return [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+
+
+def test_grid_has_three_rows_of_images_and_prediction_titles(grid_inputs):
+    x, x_adv, p_clean, p_adv = grid_inputs
+    fig = show_adversarial_grid(x, x_adv, p_clean, p_adv, eps=0.1, y=torch.tensor([0, 1, 1, 0]))
+    axes = _image_axes(fig)
+    assert len(axes) == 12
+    titles = [ax.get_title() for ax in axes]
+    assert titles[0] == "label 0\npred 0 (0.90)"
+    assert titles[3] == "label 0\npred 1 (0.70)"
+    assert titles[4:8] == ["pred 1 (0.90)", "pred 0 (0.80)", "pred 1 (0.60)", "pred 0 (0.70)"]
+    assert titles[8:] == ["", "", "", ""]
+
+
+def test_perturbation_row_shows_difference_on_eps_scale(grid_inputs):
+    x, x_adv, p_clean, p_adv = grid_inputs
+    fig = show_adversarial_grid(x, x_adv, p_clean, p_adv, eps=0.25)
+    perturbation = _image_axes(fig)[8:]
+    for i, ax in enumerate(perturbation):
+        image = ax.images[0]
+        assert image.get_clim() == pytest.approx((-0.25, 0.25))
+        assert torch.allclose(torch.as_tensor(image.get_array().data), x_adv[i, 0] - x[i, 0])
+    clean_image = _image_axes(fig)[0].images[0]
+    assert clean_image.get_clim() == (0.0, 1.0)
+
+
+def test_grid_accepts_images_without_channel_axis(grid_inputs):
+    x, x_adv, p_clean, p_adv = grid_inputs
+    fig = show_adversarial_grid(x[:, 0], x_adv[:, 0], p_clean, p_adv, eps=0.1)
+    assert len(_image_axes(fig)) == 12
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: {**a, "x_adv": a["x_adv"][:3]}, "x_adv must have the shape of x"),
+    (lambda a: {**a, "x": a["x"].repeat(1, 3, 1, 1), "x_adv": a["x_adv"].repeat(1, 3, 1, 1)}, "x must have shape"),
+    (lambda a: {**a, "p_adv": a["p_adv"][:2]}, "p_adv must have shape 4 x classes"),
+    (lambda a: {**a, "p_clean": a["p_clean"][:, 0]}, "p_clean must have shape"),
+    (lambda a: {**a, "y": torch.zeros(3, dtype=torch.long)}, r"y must have shape \(4,\)"),
+    (lambda a: {**a, "eps": 0.0}, "eps must be a finite number > 0, got 0.0"),
+    (lambda a: {**a, "eps": float("nan")}, "eps must be a finite number > 0"),
+    (lambda a: {**a, "x": a["x"][:0], "x_adv": a["x_adv"][:0]}, "at least one image"),
+])
+def test_bad_input_raises_value_error(grid_inputs, change, message):
+    x, x_adv, p_clean, p_adv = grid_inputs
+    args = change({"x": x, "x_adv": x_adv, "p_clean": p_clean, "p_adv": p_adv, "eps": 0.1, "y": None})
+    with pytest.raises(ValueError, match=message):
+        show_adversarial_grid(args["x"], args["x_adv"], args["p_clean"], args["p_adv"], eps=args["eps"], y=args["y"])
