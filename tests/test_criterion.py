@@ -1,0 +1,98 @@
+"""The criterion C (Eq. 14) and FOSC (Eq. 15) on tiny models."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from amata_lib import Plan
+from amata_lib.criterion import SearchSpace, criterion_c, fosc, param_grad_sq_norm, plan_value
+
+
+def linear_model(classes: int = 10, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, classes))
+
+
+@pytest.fixture
+def batch():
+    gen = torch.Generator().manual_seed(1)
+    return torch.rand(16, 1, 8, 8, generator=gen), torch.randint(0, 10, (16,), generator=gen)
+
+
+def test_grad_norm_matches_manual_computation(batch):
+    x, y = batch
+    model = linear_model()
+    model.train()
+    lin = model[1]
+    probs = F.softmax(lin(x.flatten(1)), dim=1).detach()
+    residual = (probs - F.one_hot(y, 10).float()) / len(y)  # d mean-CE / d logits
+    grad_w = residual.T @ x.flatten(1)
+    grad_b = residual.sum(0)
+    expected = float(grad_w.pow(2).sum() + grad_b.pow(2).sum())
+    assert param_grad_sq_norm(model, x, y) == pytest.approx(expected, rel=1e-5)
+    assert all(q.grad is None for q in model.parameters())
+    assert model.training  # mode restored
+
+
+def test_c_is_nonnegative_and_deterministic(batch):
+    x, y = batch
+    model = linear_model()
+    plan = Plan(3, 0.05)
+    space = SearchSpace(1, 8, 0.01, 0.2)
+    first = criterion_c(model, x, y, plan, eps=0.2, gamma=1e-3, space=space, budget=8, seed=3)
+    again = criterion_c(model, x, y, plan, eps=0.2, gamma=1e-3, space=space, budget=8, seed=3)
+    assert first == again
+    assert first.c >= 0 and first.best_value >= first.plan_value
+    assert first.plan_value == pytest.approx(plan_value(model, x, y, plan, eps=0.2, gamma=1e-3))
+    assert first.best_value == pytest.approx(plan_value(model, x, y, first.best, eps=0.2, gamma=1e-3))
+    assert space.k_lo <= first.best.steps <= space.k_hi or first.best == plan
+    assert all(q.grad is None for q in model.parameters())
+
+
+def test_c_is_zero_when_the_space_is_the_plan(batch):
+    x, y = batch
+    plan = Plan(4, 0.03)
+    out = criterion_c(linear_model(), x, y, plan, eps=0.2, gamma=0.01, space=SearchSpace(4, 4, 0.03, 0.03),
+                      budget=5, seed=0)
+    assert out.c == 0 and out.best == plan and out.evaluations == 1
+
+
+def test_a_large_gamma_prefers_the_cheapest_plan(batch):
+    x, y = batch
+    out = criterion_c(linear_model(), x, y, Plan(5, 0.05), eps=0.2, gamma=10.0,
+                      space=SearchSpace(1, 5, 0.05, 0.05), budget=10, seed=0)
+    assert out.best.steps == 1
+    assert out.c > 39  # saves 4 steps at gamma = 10; the gradient norms are far below 1
+
+
+def test_fosc_zero_on_the_stationary_corner_and_eps_l1_at_the_centre():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    x0 = torch.full((3, 1, 8, 8), 0.5)
+    y = torch.tensor([0, 1, 0])
+    eps = 0.1
+    x0g = x0.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(x0g), y, reduction="sum"), x0g)
+    # two classes, linear model: the input gradient's sign is the same everywhere
+    corner = x0 + eps * grad.sign()
+    assert torch.allclose(fosc(model, corner, x0, y, eps), torch.zeros(3), atol=1e-6)
+    centre = fosc(model, x0, x0, y, eps)
+    assert torch.allclose(centre, eps * grad.flatten(1).abs().sum(1), rtol=1e-5)
+    assert (centre > 0).all()
+
+
+def test_bad_inputs_raise(batch):
+    x, y = batch
+    model = linear_model()
+    with pytest.raises(ValueError, match="k_lo"):
+        SearchSpace(k_lo=0)
+    with pytest.raises(ValueError, match="alpha_hi"):
+        SearchSpace(alpha_lo=0.2, alpha_hi=0.1)
+    with pytest.raises(ValueError, match="budget"):
+        criterion_c(model, x, y, Plan(2, 0.1), eps=0.2, gamma=0.0, budget=0)
+    with pytest.raises(ValueError, match="gamma"):
+        criterion_c(model, x, y, Plan(2, 0.1), eps=0.2, gamma=-1.0)
+    with pytest.raises(ValueError, match="plan"):
+        plan_value(model, x, y, (2, 0.1), eps=0.2, gamma=0.0)
+    with pytest.raises(ValueError, match="same shape"):
+        fosc(model, x, x[:2], y, 0.2)
