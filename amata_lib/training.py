@@ -119,6 +119,11 @@ def _save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _tidy(passes: float) -> int | float:
+    """Pass counts stay integers when they are (PGD, ERM); early-stopping methods give fractions."""
+    return int(passes) if float(passes).is_integer() else round(passes, 3)
+
+
 def _check_positive(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
@@ -167,6 +172,10 @@ def train(
         Plan ``(K_t, alpha_t)`` per epoch; ``None`` trains on clean data (ERM).
     maximizer : callable, optional
         Inner maximizer; defaults to :class:`PGDMaximizer` with ``eps`` (or :class:`Clean` for ERM).
+        Protocol: ``maximizer(model, x, y, plan) -> x_adv``; ``maximizer.passes(plan)`` gives the
+        forward+backward passes its last call spent (may be fractional for methods that stop
+        early on part of the batch); an optional ``maximizer.start_epoch(t, epochs)`` is called
+        at the start of every epoch (for methods whose state depends on the epoch).
     optimizer, lr, momentum, weight_decay, lr_schedule
         Outer optimiser (``sgd`` or ``adam``) and its per-epoch learning-rate schedule.
     batch_size, seed, device
@@ -193,7 +202,7 @@ def train(
         One record per epoch: ``epoch``, ``steps``, ``alpha`` (0 for ERM), ``lr``,
         ``epoch_time`` and cumulative ``time`` (seconds of training, evaluation
         excluded, CUDA-synchronised), cumulative ``passes`` (minibatch forward+backward
-        passes), ``train_loss``, ``clean_acc`` and ``robust_acc`` (None on epochs
+        passes; a pass on part of a minibatch counts as that fraction), ``train_loss``, ``clean_acc`` and ``robust_acc`` (None on epochs
         without evaluation).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
@@ -241,7 +250,9 @@ def train(
     n_batches = math.ceil(len(train_set) / batch_size)
     for t in range(start_epoch, epochs):
         plan = schedule(t) if schedule is not None else None
-        per_batch = maximizer.passes(plan) + 1
+        if hasattr(maximizer, "start_epoch"):
+            maximizer.start_epoch(t, epochs)
+        epoch_passes = 0.0
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -255,11 +266,13 @@ def train(
                 if plan is not None:
                     model.eval()
                     x = maximizer(model, x, y, plan)
+                    epoch_passes += maximizer.passes(plan)
                 model.train()
                 loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            epoch_passes += 1
             loss_sum += loss.detach().float() * len(y)
             n_seen += len(y)
             if bar is not None:
@@ -275,7 +288,7 @@ def train(
             "lr": opt.param_groups[0]["lr"],
             "epoch_time": epoch_time,
             "time": (history[-1]["time"] if history else 0.0) + epoch_time,
-            "passes": (history[-1]["passes"] if history else 0) + per_batch * n_batches,
+            "passes": _tidy((history[-1]["passes"] if history else 0) + epoch_passes),
             "train_loss": float(loss_sum) / max(n_seen, 1),
             "clean_acc": None,
             "robust_acc": None,
