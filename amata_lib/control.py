@@ -386,3 +386,29 @@ def tradeoff(schedules: Mapping[str, Schedule], *, theta0_value: float, eta: flo
         rows.append({"name": name, "cost": float(run["cost"][-1]), "robust_loss": float(run["robust_loss"][-1]),
                      "objective": float(run["objective"][-1])})
     return rows
+
+
+def optimal_shape_schedule(*, k_min: int, k_max: int, tau: float, epochs: int, horizon: float = 3.0) -> Schedule:
+    """Eq. 12's PMP-optimal shape ``K*_t`` rescaled to run from ``k_min`` to (almost) ``k_max`` in ``epochs``.
+
+    The toy's ``K*_t = 2 tau' / (theta0**2 exp(-2 t) + 1)`` goes from ``2 tau' / (theta0**2 + 1)``
+    at ``t = 0`` towards ``2 tau'``. Choosing ``2 tau' = k_max`` and ``theta0**2 = k_max / k_min - 1``
+    makes it start at ``k_min`` and approach ``k_max``; epoch ``e`` of ``epochs`` is mapped to toy
+    time ``t = horizon * e / epochs`` (``horizon = 3`` brings it within 2 % of ``k_max`` by the last epoch).
+    ``K_t`` is rounded half up (as :class:`~amata_lib.schedules.Amata`) and ``alpha_t = tau / K_t``.
+    """
+    k_min_i, k_max_i = _check_steps("k_min", k_min), _check_steps("k_max", k_max)
+    if k_min_i > k_max_i:
+        raise ValueError(f"k_min must be <= k_max, got k_min={k_min!r} > k_max={k_max!r}")
+    tau_f = _check_real("tau", tau, minimum=0, strict=True)
+    horizon_f = _check_real("horizon", horizon, minimum=0, strict=True)
+    epochs_i = _check_steps("epochs", epochs)
+    k_star = _numeric("schedule")
+    theta0_value = math.sqrt(k_max_i / k_min_i - 1)
+
+    def plan(e: int) -> Plan:
+        steps = math.floor(float(k_star(k_max_i / 2, theta0_value, horizon_f * e / epochs_i)) + 0.5)
+        steps = min(max(steps, k_min_i), k_max_i)
+        return Plan(steps, tau_f / steps)
+
+    return FromFunction(plan, epochs_i, name=f"pmp-optimal shape {k_min_i}->{k_max_i}")

@@ -1,18 +1,25 @@
 """Clean and robust accuracy, and the paper's headline measure: time to a robust accuracy.
 
 Every function evaluates in ``eval()`` mode, in fp32, and restores the model's
-previous mode afterwards.
+previous mode afterwards. :func:`autoattack_accuracy` runs AutoAttack (Croce & Hein,
+2020) from the optional ``pyautoattack`` package (``pip install 'amata-lib[autoattack]'``).
 """
 from __future__ import annotations
 
+import logging
+import warnings
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 
 from .attacks import pgd
+
+AUTOATTACK_PACKAGE = "pyautoattack"
+AUTOATTACK_VERSIONS = ("standard", "plus", "custom")
+MASKING_GAP = 0.05
 
 
 @contextmanager
@@ -86,3 +93,167 @@ def time_to_target(history: Sequence[dict], robust_acc: float) -> dict | None:
         if rec.get("robust_acc") is not None and rec["robust_acc"] >= robust_acc:
             return {k: rec[k] for k in ("epoch", "time", "passes", "robust_acc")}
     return None
+
+
+@contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """Parameters stop requiring gradients, so an attack that calls ``backward`` cannot write ``.grad``."""
+    flags = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+class _Collect(logging.Handler):
+    """Keeps the messages AutoAttack logs at WARNING level (its reliability checks)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _head(dataset: Dataset, n: int) -> TensorDataset:
+    """The first ``n`` examples of ``dataset`` (a fixed subset) as a ``TensorDataset``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*(t[:n] for t in dataset.tensors))
+    xs, ys = zip(*(dataset[i] for i in range(min(n, len(dataset)))))
+    return TensorDataset(torch.stack(xs), torch.as_tensor(ys))
+
+
+@contextmanager
+def _forked_rng(device: torch.device) -> Iterator[None]:
+    """Restore the CPU (and ``device``'s CUDA) random state on exit."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
+
+
+def _import_autoattack():
+    try:
+        from pyautoattack import AutoAttack
+    except ImportError as err:
+        raise ImportError(f"AutoAttack needs the {AUTOATTACK_PACKAGE!r} package: "
+                          f"pip install '{AUTOATTACK_PACKAGE}==0.2.0' "
+                          "(or the project's 'autoattack' extra)") from err
+    return AutoAttack
+
+
+def _autoattack(model: nn.Module, dataset: Dataset, *, eps: float, n: int, version: str,
+                attacks: Sequence[str] | None, seed: int, batch_size: int) -> tuple[float, list[str]]:
+    """Robust accuracy under AutoAttack and the warnings of its reliability checks."""
+    head = _head(dataset, n)
+    if version not in AUTOATTACK_VERSIONS:
+        raise ValueError(f"version must be one of {AUTOATTACK_VERSIONS}, got {version!r}")
+    if (attacks is None) != (version != "custom"):
+        raise ValueError(f"attacks must be given exactly when version='custom', got {attacks!r}")
+    AutoAttack = _import_autoattack()
+    log, collect = logging.getLogger("auto-attack"), _Collect()
+    propagate, log.propagate = log.propagate, False
+    log.addHandler(collect)
+    try:
+        with _eval_mode(model) as dev, _frozen(model), _forked_rng(dev):
+            x, y = (t.to(dev) for t in head.tensors)
+            adversary = AutoAttack(model, attacks=None if attacks is None else list(attacks), device=dev,
+                                   eps=eps, norm="Linf", seed=seed, version=version)
+            if version == "custom":  # one restart per attack, as the standard version runs them
+                adversary.apgd.n_restarts = adversary.fab.n_restarts = 1
+            _, y_adv = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
+    finally:
+        log.removeHandler(collect)
+        log.propagate = propagate
+    return int((y_adv == y).sum()) / len(y), collect.messages
+
+
+def autoattack_accuracy(model: nn.Module, dataset: Dataset, *, eps: float, n: int = 1000,
+                        version: str = "standard", attacks: Sequence[str] | None = None,
+                        seed: int = 0, batch_size: int = 256) -> float:
+    """Accuracy under AutoAttack (L-infinity) on the first ``n`` examples of ``dataset``.
+
+    Runs the package ``pyautoattack`` (a PyPI release of Croce & Hein's reference code,
+    https://github.com/fra31/auto-attack). An example counts as robust only if every
+    attack of the ensemble fails on it; examples misclassified clean count as wrong.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier on inputs in ``[0, 1]``, returning logits.
+    dataset : Dataset
+        Evaluation set; its first ``n`` examples form the fixed subset.
+    eps : float
+        L-infinity radius.
+    n : int
+        Subset size (all of ``dataset`` if it is smaller).
+    version : {"standard", "plus", "custom"}
+        ``"standard"``: APGD-CE, targeted APGD-DLR, targeted FAB, Square (5000 queries);
+        ``"custom"`` runs only ``attacks`` (e.g. ``["apgd-ce"]``), each with one restart
+        as in the standard version.
+    attacks : sequence of str, optional
+        Attack names of the package ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t",
+        "fab-t"); required for ``version="custom"`` and only then.
+    seed : int
+        Seed of the attacks' randomness; the global RNG state is restored afterwards.
+    batch_size : int
+        Examples per attack batch.
+
+    Warnings from AutoAttack's own checks (e.g. zero gradients, randomised or dynamic
+    defence) are re-issued as :class:`RuntimeWarning`; the model's mode and parameter
+    gradients are left as they were.
+
+    Raises
+    ------
+    ImportError
+        ``pyautoattack`` is not installed.
+    """
+    acc, messages = _autoattack(model, dataset, eps=eps, n=n, version=version, attacks=attacks,
+                                seed=seed, batch_size=batch_size)
+    for message in messages:
+        warnings.warn(f"AutoAttack: {message}", RuntimeWarning, stacklevel=2)
+    return acc
+
+
+def robustness_report(model: nn.Module, dataset: Dataset, *, eps: float, alpha: float | None = None,
+                      pgd_steps: int = 20, pgd_restarts: int = 1, cw_steps: int = 20,
+                      autoattack_n: int = 1000, autoattack_version: str = "standard",
+                      autoattack_attacks: Sequence[str] | None = None, seed: int = 0) -> dict:
+    """Clean, PGD, CW and AutoAttack accuracy on one fixed subset, with a gradient-masking flag.
+
+    All four accuracies use the first ``autoattack_n`` examples of ``dataset`` so that
+    they are comparable. PGD and CW use step ``alpha`` (default ``2.5 * eps / steps``,
+    the trainer's evaluation rule) and a random start seeded by ``seed``.
+
+    ``gradient_masking_suspect`` is ``autoattack < pgd - MASKING_GAP`` with
+    ``MASKING_GAP = 0.05``: AutoAttack is an ensemble that contains a PGD-like attack,
+    so on a model with honest gradients it should land at most a few points below
+    PGD-20; a gap of more than 5 points (absolute) means PGD was misled, the usual
+    sign of gradient masking. The threshold is a heuristic, not a test: on a few
+    hundred examples one example is 0.2-0.3 points, and a single-restart PGD-20 can
+    be more than 5 points too optimistic without any masking (seen on a PGD-trained
+    digits model at ``eps = 0.2``, where even the black-box Square attack beats it),
+    so raise ``pgd_restarts`` before reading the flag as masking.
+
+    Returns
+    -------
+    dict
+        ``n``, ``clean``, ``pgd``, ``cw``, ``autoattack``, ``gradient_masking_suspect``
+        and ``autoattack_flags`` (messages of AutoAttack's reliability checks).
+    """
+    subset = _head(dataset, autoattack_n)
+    clean = accuracy(model, subset)
+    with _forked_rng(next(model.parameters()).device):
+        torch.manual_seed(seed)
+        robust = pgd_accuracy(model, subset, eps=eps, alpha=2.5 * eps / pgd_steps if alpha is None else alpha,
+                              steps=pgd_steps, restarts=pgd_restarts)
+        cw = cw_accuracy(model, subset, eps=eps, alpha=2.5 * eps / cw_steps if alpha is None else alpha,
+                         steps=cw_steps, restarts=pgd_restarts)
+    aa, flags = _autoattack(model, subset, eps=eps, n=len(subset), version=autoattack_version,
+                            attacks=autoattack_attacks, seed=seed, batch_size=256)
+    return {"n": len(subset), "clean": clean, "pgd": robust, "cw": cw, "autoattack": aa,
+            "gradient_masking_suspect": aa < robust - MASKING_GAP, "autoattack_flags": flags}

@@ -1,4 +1,5 @@
 """The toy optimal-control problem (Eq. 11-12): each derived expression against its known closed form."""
+import math
 import numpy as np
 import pytest
 import sympy as sp
@@ -141,3 +142,21 @@ def test_bad_inputs_raise():
         c.two_loop(Constant(2, 1.0, 3), theta0_value=1.0, eta=0.0, gamma_value=0.1)
     with pytest.raises(ValueError, match="schedules"):
         c.tradeoff({}, theta0_value=1.0, eta=0.1, gamma_value=0.1)
+
+
+def test_optimal_shape_schedule_follows_eq12():
+    from amata_lib.control import optimal_shape_schedule
+    s = optimal_shape_schedule(k_min=2, k_max=10, tau=0.5, epochs=30)
+    ks = [p.steps for p in s.plans()]
+    assert ks[0] == 2 and ks == sorted(ks) and ks[-1] == 10
+    for e in (0, 7, 29):  # K = k_max / ((k_max/k_min - 1) exp(-2 t) + 1), t = 3 e / T
+        k_real = 10 / (4 * math.exp(-2 * 3 * e / 30) + 1)
+        assert s(e).steps == math.floor(k_real + 0.5)
+        assert s(e).alpha == pytest.approx(0.5 / s(e).steps)
+    with pytest.raises(ValueError, match="k_min"):
+        optimal_shape_schedule(k_min=5, k_max=2, tau=1.0, epochs=3)
+
+
+def test_explorer_offers_optimal_shape():
+    from amata_lib.explorer import SHAPES
+    assert "optimal" in SHAPES
