@@ -1,4 +1,4 @@
-"""Command line: ``python -m amata_lib {train,schedule,show} ...`` (``--help`` on each)."""
+"""Command line: ``python -m amata_lib {train,schedule,show,experiment} ...`` (``--help`` on each)."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,7 @@ import torch
 
 from . import models
 from .data import DATASETS, DatasetUnavailable, load
+from .experiments import available, load_config, run_experiment
 from .results import ResultError, load_run, save_run
 from .schedules import ROUNDINGS, Amata, Constant, Exponential, Schedule, Step, relative_cost
 from .training import LR_SCHEDULES, OPTIMIZERS, select_device, seed_everything, train
@@ -135,6 +136,25 @@ def _cmd_show(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiment(a: argparse.Namespace) -> int:
+    if a.list:
+        for name in available():
+            cfg = load_config(name)
+            print(f"{name} (version {cfg['version']}): {cfg['dataset']}, {cfg['model']}, eps {cfg['eps']:.4g}, "
+                  f"{cfg['epochs']} epochs; runs: {', '.join(r['name'] for r in cfg['runs'])}")
+        return 0
+    if a.name is None:
+        raise UserError("give an experiment NAME or --list (see 'python -m amata_lib experiment --help')")
+    runs = [r for r in a.runs.split(",") if r] if a.runs else None
+    paths = run_experiment(a.name, runs=runs, train_subset=a.train_subset, epochs=a.epochs,
+                           eval_subset=a.eval_subset, autoattack_n=a.autoattack_n, device=a.device,
+                           data_path=a.data_path, data_root=a.data_root, download=a.download, out_dir=a.out_dir,
+                           checkpoint_dir=a.checkpoint_dir, keep_checkpoints=a.keep_checkpoints,
+                           log=lambda line: print(line, flush=True))
+    print(f"{len(paths)} result(s) in {paths[0].parent}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``amata_lib`` argument parser."""
     p = _Parser(prog="python -m amata_lib",
@@ -185,6 +205,30 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("show", help="summarise a saved run (JSON)", description="Print a saved run's history.")
     w.add_argument("path", help="a JSON file written by 'train'")
     w.set_defaults(func=_cmd_show)
+
+    e = sub.add_parser("experiment", help="run a named experiment config (a table of the paper)",
+                       description="Run every run of a named, versioned config (amata_lib/configs/NAME.json), "
+                                   "evaluate each final model and write OUT_DIR/NAME[-reduced]/RUN.json. "
+                                   "Finished runs are skipped; the same command resumes an interrupted one.")
+    e.add_argument("name", nargs="?", help="experiment name (see --list) or a path to a config .json")
+    e.add_argument("--list", action="store_true", help="list the shipped experiments and exit")
+    e.add_argument("--runs", default=None, help="comma-separated run names (default: all of the config)")
+    g = e.add_argument_group("reduced scale (results go to NAME-reduced and record the overrides)")
+    g.add_argument("--train-subset", type=int, default=None, help="train on the first N training examples")
+    g.add_argument("--epochs", type=int, default=None, help="train N epochs instead of the config's")
+    g.add_argument("--eval-subset", type=int, default=None, help="evaluate on the first N test examples")
+    g.add_argument("--autoattack-n", type=int, default=None,
+                   help="final report (clean, PGD, CW, AutoAttack) on the first N of those")
+    g = e.add_argument_group("machine and files")
+    g.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ... (default: auto)")
+    g.add_argument("--data-path", default=None, help="mnist: .npz with x_train, y_train, x_test, y_test "
+                                                     "(default: $AMATA_MNIST)")
+    g.add_argument("--data-root", default="data/datasets", help="folder of torchvision datasets")
+    g.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
+    g.add_argument("--out-dir", default="data/results", help="results folder (default: data/results)")
+    g.add_argument("--checkpoint-dir", default="data/checkpoints", help="checkpoints (default: data/checkpoints)")
+    g.add_argument("--keep-checkpoints", action="store_true", help="keep each trained model's final checkpoint")
+    e.set_defaults(func=_cmd_experiment)
     return p
 
 

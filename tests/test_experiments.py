@@ -1,0 +1,199 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from amata_lib.cli import main
+from amata_lib.experiments import (
+    CONFIG_DIR, ConfigError, available, build_run_maximizer, build_schedule, command_line, load_config,
+    load_results, summary, with_overrides,
+)
+from amata_lib.maximizers import FATMaximizer, FOSCMaximizer, PGDMaximizer
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ["experiment", "digits-smoke", "--runs", "pgd-5,amata-2-5", "--epochs", "3", "--train-subset", "400",
+         "--eval-subset", "60", "--autoattack-n", "30"]
+HISTORY_KEYS = ("epoch", "steps", "alpha", "passes", "train_loss", "clean_acc", "robust_acc")
+
+
+def cli(*args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "amata_lib", *args], cwd=cwd, capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def test_shipped_configs_validate_and_build():
+    assert {"mnist-table1", "mnist-baselines", "cifar10-table2", "digits-smoke"} <= set(available())
+    for name in available():
+        cfg = load_config(name)
+        assert cfg["name"] == name and cfg["choices"], name
+        for run in cfg["runs"]:
+            build_schedule(run, cfg["epochs"])
+            build_run_maximizer(run, cfg["eps"])
+
+
+def test_mnist_table1_is_the_papers_table_with_recorded_choices():
+    cfg = load_config("mnist-table1")
+    assert (cfg["dataset"], cfg["model"], cfg["eps"]) == ("mnist", "lenet", 0.3)
+    assert [r["name"] for r in cfg["runs"]] == ["pgd-10", "pgd-20", "pgd-40", "amata-5-40", "amata-10-40"]
+    plans = {r["name"]: build_schedule(r, cfg["epochs"]).plans() for r in cfg["runs"]}
+    assert {p.alpha for p in plans["pgd-10"]} == {0.01}
+    amata = plans["amata-5-40"]
+    assert [p.steps for p in amata] == [5, 9, 12, 16, 19, 23, 26, 30, 33, 37]
+    assert all(abs(p.steps * p.alpha - 0.4) < 1e-12 for p in amata)  # tau = alpha * K_max
+    assert any("tau" in c for c in cfg["choices"])
+
+
+def test_cifar10_fractions_and_maximizers():
+    cfg = load_config("cifar10-table2")
+    assert cfg["eps"] == pytest.approx(8 / 255)
+    runs = {r["name"]: r for r in cfg["runs"]}
+    assert runs["amata-2-10"]["tau"] == pytest.approx(20 / 255)
+    assert isinstance(build_run_maximizer(runs["fosc"], cfg["eps"]), FOSCMaximizer)
+    assert isinstance(build_run_maximizer(runs["fat"], cfg["eps"]), FATMaximizer)
+    assert isinstance(build_run_maximizer(runs["pgd-10"], cfg["eps"]), PGDMaximizer)
+
+
+def _raw(name="digits-smoke"):
+    return json.loads((CONFIG_DIR / f"{name}.json").read_text())
+
+
+def _edit(raw, path, value):
+    *keys, last = path
+    node = raw
+    for k in keys:
+        node = node[k]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return raw
+
+
+@pytest.mark.parametrize("path, value, match", [
+    (("eps",), KeyError, "field 'config' lacks ['eps']"),
+    (("eps",), -0.1, "field 'eps' must be a finite number >= 0, got -0.1"),
+    (("eps",), "8/zero", "field 'eps' must be a number or a fraction"),
+    (("epochs",), 2.5, "field 'epochs' must be an integer >= 1"),
+    (("optimizer",), "rmsprop", "field 'optimizer' must be one of"),
+    (("learning_rate",), 0.1, "field 'config' has unknown keys ['learning_rate']"),
+    (("eval", "pgd_steps"), 0, "field 'eval.pgd_steps' must be an integer >= 1, got 0"),
+    (("eval", "autoattack_attacks"), ["apgd-xx"], "field 'eval.autoattack_attacks'"),
+    (("runs",), [], "field 'runs' must be a non-empty list"),
+    (("runs", 1, "method"), "adam", "field 'runs[1].method' must be one of"),
+    (("runs", 1, "alpha"), KeyError, "field 'runs[1]' lacks ['alpha']"),
+    (("runs", 2, "k_min"), 9, "field 'runs[2].k_min' must be <= k_max"),
+    (("runs", 2, "maximizer"), "fgsm", "field 'runs[2].maximizer' must be one of"),
+    (("runs", 0, "maximizer"), "pgd", "field 'runs[0].maximizer': method 'erm' trains on clean data"),
+    (("runs", 1, "name"), "erm", "field 'runs' has duplicate names ['erm']"),
+    (("runs", 1, "name"), "../x", "field 'runs[1].name' must be a file-name-safe string"),
+])
+def test_bad_config_names_the_field(tmp_path, path, value, match):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(_edit(_raw(), path, value)))
+    with pytest.raises(ConfigError, match=r".*bad\.json: " + match.replace("[", r"\[").replace("(", r"\(")):
+        load_config(str(bad))
+
+
+def test_overrides_mark_results_reduced_and_reanneal():
+    cfg = load_config("mnist-table1")
+    same, none = with_overrides(cfg, epochs=cfg["epochs"])
+    assert none == {} and same == cfg
+    small, changed = with_overrides(cfg, train_subset=3000, epochs=5, eval_subset=300)
+    assert changed == {"train_subset": 3000, "epochs": 5, "eval_subset": 300}
+    assert small["eval"]["subset"] == 300 and cfg["eval"]["subset"] is None  # the original is untouched
+    amata = next(r for r in small["runs"] if r["name"] == "amata-5-40")
+    assert [p.steps for p in build_schedule(amata, small["epochs"]).plans()] == [5, 12, 19, 26, 33]
+    assert command_line("mnist-table1", overrides=changed, data_path="/d/mnist.npz") == (
+        "python -m amata_lib experiment mnist-table1 --train-subset 3000 --epochs 5 --eval-subset 300 "
+        "--data-path /d/mnist.npz")
+    with pytest.raises(ValueError, match="train_subset must be an integer >= 1, got 0"):
+        with_overrides(cfg, train_subset=0)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["experiment", "nonsense"], "unknown experiment 'nonsense'; available: cifar10-table2"),
+    (["experiment", "digits-smoke", "--runs", "pgd-5,pgd-7"], "runs ['pgd-7'] are not in experiment"),
+    (["experiment"], "give an experiment NAME or --list"),
+    (["experiment", "missing.json"], "config file 'missing.json' does not exist"),
+])
+def test_experiment_mistakes_give_one_line(tmp_path, monkeypatch, capsys, args, match):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1
+
+
+def test_list_and_bad_config_file_via_cli(tmp_path, capsys):
+    assert main(["experiment", "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "mnist-table1 (version 1): mnist, lenet, eps 0.3, 10 epochs; runs: pgd-10, pgd-20, pgd-40" in listed
+    assert len(listed.strip().splitlines()) == len(available())
+    (tmp_path / "bad.json").write_text(json.dumps(_edit(_raw(), ("runs", 2, "k_max"), 0)))
+    bad = cli("experiment", "bad.json", cwd=tmp_path)
+    assert bad.returncode == 2 and "field 'runs[2].k_max' must be an integer >= 1, got 0" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def _histories(folder):
+    return {p.stem: [[r[k] for k in HISTORY_KEYS] for r in json.loads(p.read_text())["history"]]
+            for p in sorted(folder.glob("*.json"))}
+
+
+def test_kill_9_resume_skip_and_stored_result(tmp_path, monkeypatch, capsys):
+    ref_dir, kill_dir = tmp_path / "ref", tmp_path / "kill"
+    ref_dir.mkdir(), kill_dir.mkdir()
+    ref = cli(*SMOKE, cwd=ref_dir)
+    assert ref.returncode == 0, ref.stderr
+    results = ref_dir / "data" / "results" / "digits-smoke-reduced"
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    ckpt = kill_dir / "data" / "checkpoints" / "digits-smoke-reduced" / "pgd-5.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "amata_lib", *SMOKE], cwd=kill_dir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "no checkpoint appeared before the kill"
+    assert not (kill_dir / "data" / "results" / "digits-smoke-reduced" / "pgd-5.json").exists()
+    resumed = cli(*SMOKE, cwd=kill_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "[pgd-5] resuming from" in resumed.stdout
+    killed = kill_dir / "data" / "results" / "digits-smoke-reduced"
+    assert _histories(killed) == _histories(results) and len(_histories(results)) == 2
+    for name in ("pgd-5", "amata-2-5"):
+        a, b = (json.loads((d / f"{name}.json").read_text()) for d in (results, killed))
+        assert a["report"] == b["report"]
+    assert not ckpt.exists()  # removed once the result is written
+
+    monkeypatch.chdir(kill_dir)
+    assert main(SMOKE) == 0
+    assert capsys.readouterr().out.count("done already") == 2
+
+    run = json.loads((results / "amata-2-5.json").read_text())
+    cfg = run["config"]
+    assert (cfg["experiment"], cfg["version"], cfg["reduced"]) == ("digits-smoke", 1, True)
+    assert cfg["overrides"] == {"train_subset": 400, "epochs": 3, "eval_subset": 60, "autoattack_n": 30}
+    assert cfg["train_size"] == 400 and cfg["eval_size"] == 60 and cfg["schedule"].startswith("Amata(k_min=2")
+    assert run["provenance"]["command"] == (
+        "python -m amata_lib experiment digits-smoke --runs pgd-5,amata-2-5 --train-subset 400 --epochs 3 "
+        "--eval-subset 60 --autoattack-n 30")
+    assert [h["steps"] for h in run["history"]] == [2, 3, 4]
+    report = run["report"]
+    assert report["n"] == 30 and 0 <= report["autoattack"] <= report["clean"] <= 1
+    assert isinstance(report["gradient_masking_suspect"], bool)
+
+    rows = [summary(r) for r in load_results(results, load_config("digits-smoke"))]
+    assert [r["run"] for r in rows] == ["pgd-5", "amata-2-5"]  # the config's order
+    assert rows[1]["passes"] == run["history"][-1]["passes"] and rows[1]["pgd"] == report["pgd"]
+
+    monkeypatch.chdir(ref_dir)
+    assert main(SMOKE[:-1] + ["20"]) == 2  # same folder, different settings: refused
+    assert "was made with other settings (fields ['eval', 'overrides'])" in capsys.readouterr().err
