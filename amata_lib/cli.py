@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from . import models
+from . import distributed, models
 from .data import DATASETS, DatasetUnavailable, load
 from .experiments import available, load_config, run_experiment
 from .results import ResultError, load_run, save_run
@@ -73,6 +73,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
     name = a.name or f"{a.dataset}-{a.method}-seed{a.seed}"
     out = Path(a.out) if a.out else Path("data/results") / f"{name}.json"
     ckpt = Path(a.checkpoint) if a.checkpoint else Path("data/checkpoints") / f"{name}.pt"
+    distributed.init_from_env(a.device)  # under torchrun: join the process group (no-op otherwise)
+    main_rank = distributed.is_main()  # only rank 0 prints, writes the JSON and removes the checkpoint
     device = select_device(a.device)
     train_set, test_set = load(a.dataset, path=a.data_path, root=a.data_root, download=a.download)
     if a.train_subset:
@@ -81,13 +83,15 @@ def _cmd_train(a: argparse.Namespace) -> int:
     model = models.build(a.model or models.DEFAULT_MODEL[a.dataset])
     config = {k: v for k, v in vars(a).items() if k not in ("func", "command")}
     config.update(model=a.model or models.DEFAULT_MODEL[a.dataset], schedule=repr(schedule),
-                  train_size=len(train_set), test_size=len(test_set))
-    if ckpt.exists():
+                  train_size=len(train_set), test_size=len(test_set), world_size=distributed.world_size())
+    if ckpt.exists() and main_rank:
         print(f"resuming from checkpoint {ckpt}", file=sys.stderr)
     from tqdm.auto import tqdm
-    bar = tqdm(total=a.epochs, desc=name, disable=not a.progress, unit="epoch")
+    bar = tqdm(total=a.epochs, desc=name, disable=not a.progress or not main_rank, unit="epoch")
 
     def report(rec: dict, _model: torch.nn.Module) -> None:
+        if not main_rank:
+            return
         acc = "" if rec["clean_acc"] is None else (
             f" clean {100 * rec['clean_acc']:.1f}% PGD-{a.eval_steps} {100 * rec['robust_acc']:.1f}%")
         bar.update(1)
@@ -97,9 +101,13 @@ def _cmd_train(a: argparse.Namespace) -> int:
     history = train(model, train_set, test_set, epochs=a.epochs, eps=a.eps, schedule=schedule,
                     optimizer=a.optimizer, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
                     lr_schedule=a.lr_schedule, batch_size=a.batch_size, seed=a.seed, device=device,
-                    amp=a.amp, eval_steps=a.eval_steps, eval_restarts=a.eval_restarts,
-                    eval_subset=a.eval_subset, eval_every=a.eval_every, checkpoint=ckpt, callback=report)
+                    amp=a.amp, channels_last=a.channels_last, eval_steps=a.eval_steps,
+                    eval_restarts=a.eval_restarts, eval_subset=a.eval_subset, eval_every=a.eval_every,
+                    checkpoint=ckpt, callback=report)
     bar.close()
+    distributed.shutdown()
+    if not main_rank:
+        return 0
     command = "python -m amata_lib " + " ".join(shlex.quote(s) for s in sys.argv[1:])
     save_run(out, config=config, history=history, seed=a.seed, dataset=a.dataset, device=device, command=command)
     if not a.keep_checkpoint:
@@ -184,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="seed of init, shuffling and random starts (default: 0)")
     g.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ... (default: auto)")
     g.add_argument("--amp", action="store_true", help="bf16 autocast for training on CUDA")
+    g.add_argument("--channels-last", action="store_true",
+                   help="channels_last memory format (faster conv nets on tensor-core GPUs)")
     g = t.add_argument_group("evaluation after each epoch")
     g.add_argument("--eval-steps", type=int, default=20, help="PGD steps of the robust test (default: 20)")
     g.add_argument("--eval-restarts", type=int, default=1, help="PGD restarts, worst case kept (default: 1)")

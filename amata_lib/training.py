@@ -9,6 +9,15 @@ and back to ``train()`` for the parameter step. Batch-norm running statistics ar
 therefore updated once per minibatch (by the step that trains), not ``K`` more times
 by attack passes, and dropout does not randomise the attack's gradient. The attack
 functions themselves never change the mode.
+
+Speed (measured by ``benchmarks/speed.py``): a ``TensorDataset`` is copied to the
+GPU once when it fits and every minibatch is gathered there; nothing in the epoch
+loop waits for the GPU (the loss is summed on the device and read once per epoch);
+other datasets get one persistent, pinned, multi-worker ``DataLoader`` for the whole
+run; ``channels_last=True`` stores conv-net activations in the layout tensor cores
+prefer. Under ``torchrun`` the same function trains data-parallel, see
+:mod:`amata_lib.distributed`: the attack runs on the bare model (no gradient
+all-reduce for attack passes), only the parameter step goes through DDP.
 """
 from __future__ import annotations
 
@@ -23,15 +32,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
+from . import distributed
 from .evaluation import accuracy, pgd_accuracy
 from .maximizers import Clean, PGDMaximizer
 from .schedules import Schedule
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "multistep", "cosine")
+DEVICE_DATA_FRACTION = 0.25
 Callback = Callable[[dict, nn.Module], Any]
+Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 
 
 def select_device(device: str | torch.device = "auto") -> torch.device:
@@ -63,23 +75,103 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+def _index_batches(n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None, rank: int,
+                   world_size: int, device: torch.device | None = None) -> Iterator[slice | torch.Tensor]:
+    """Indices of rank ``rank``'s shard of every global minibatch; one permutation per call."""
+    order = torch.randperm(n, generator=generator) if shuffle else None
+    if order is not None and device is not None:
+        order = order.to(device, non_blocking=True)
+    for start in range(0, n, batch_size):
+        lo, hi = distributed.shard_bounds(start, min(start + batch_size, n), rank, world_size)
+        yield slice(lo, hi) if order is None else order[lo:hi]
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """``DataLoader`` batch sampler: rank ``rank``'s shard of every global minibatch.
+
+    Ranks draw the same permutation from equally seeded generators, so the shards
+    of one global minibatch partition it.
+    """
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.batch_size, self.shuffle, self.generator = n, batch_size, shuffle, generator
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for idx in _index_batches(self.n, self.batch_size, self.shuffle, self.generator, self.rank, self.world_size):
+            yield list(range(idx.start, idx.stop)) if isinstance(idx, slice) else idx.tolist()
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None,
+                device: torch.device | None, rank: int = 0, world_size: int = 1,
+                num_workers: int | None = None, seed: int = 0) -> DataLoader:
+    """``DataLoader`` for datasets that are not ``TensorDataset`` (e.g. torchvision's with transforms).
+
+    Workers (default: this process's share of the usable CPU cores, at most 8)
+    live across epochs and prefetch; batches are pinned for asynchronous copies to
+    CUDA, so decoding does not starve the GPU. ``seed`` seeds the workers (random
+    transforms) without touching the global RNG; ``generator`` shuffles.
+    """
+    if num_workers is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        num_workers = min(8, cpus // world_size)
+    sampler = ShardedBatchSampler(len(dataset), batch_size, shuffle=shuffle, generator=generator,
+                                  rank=rank, world_size=world_size)
+    workers = num_workers > 0
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
+                      pin_memory=device is not None and device.type == "cuda", persistent_workers=workers,
+                      prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(seed))
+
+
+def _moved(loader: DataLoader, device: torch.device | None) -> Batches:
+    for x, y in loader:
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
 def batches(dataset: Dataset, batch_size: int, *, shuffle: bool = False,
-            generator: torch.Generator | None = None, device: torch.device | None = None
-            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Minibatches ``(x, y)`` on ``device``; a ``TensorDataset`` is sliced directly (no worker overhead)."""
+            generator: torch.Generator | None = None, device: torch.device | None = None,
+            rank: int = 0, world_size: int = 1) -> Batches:
+    """Minibatches ``(x, y)`` on ``device``: rank ``rank``'s shard of each global minibatch of ``batch_size``.
+
+    A ``TensorDataset`` is indexed where its tensors live (on the GPU after
+    :func:`to_device`; the permutation is moved there once per pass); other
+    datasets go through :func:`make_loader`.
+    """
     if isinstance(dataset, TensorDataset):
         x, y = dataset.tensors
-        n = len(y)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
+        for idx in _index_batches(len(y), batch_size, shuffle, generator, rank, world_size, x.device):
             yield x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
     else:
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                            num_workers=min(8, os.cpu_count() or 1), pin_memory=device is not None
-                            and device.type == "cuda", persistent_workers=False)
-        for x, y in loader:
-            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield from _moved(make_loader(dataset, batch_size, shuffle=shuffle, generator=generator,
+                                      device=device, rank=rank, world_size=world_size), device)
+
+
+def to_device(dataset: Dataset, device: torch.device, max_fraction: float = DEVICE_DATA_FRACTION) -> Dataset:
+    """A ``TensorDataset`` copied once to a CUDA ``device`` if it needs at most ``max_fraction`` of the
+    free device memory; any other dataset, device or size is returned unchanged."""
+    if not isinstance(dataset, TensorDataset) or device.type != "cuda":
+        return dataset
+    nbytes = sum(t.numel() * t.element_size() for t in dataset.tensors)
+    if nbytes > max_fraction * torch.cuda.mem_get_info(device)[0]:
+        return dataset
+    return TensorDataset(*(t.to(device) for t in dataset.tensors))
+
+
+def _epoch_feed(dataset: Dataset, batch_size: int, generator: torch.Generator, device: torch.device,
+                rank: int, world_size: int, seed: int) -> Callable[[], Batches]:
+    """Shuffled training minibatches, one epoch per call: tensors are moved to the device once,
+    other datasets share one persistent ``DataLoader`` over all epochs."""
+    if isinstance(dataset, TensorDataset):
+        on_device = to_device(dataset, device)
+        return lambda: batches(on_device, batch_size, shuffle=True, generator=generator, device=device,
+                               rank=rank, world_size=world_size)
+    loader = make_loader(dataset, batch_size, shuffle=True, generator=generator, device=device,
+                         rank=rank, world_size=world_size, seed=seed)
+    return lambda: _moved(loader, device)
 
 
 def make_optimizer(model: nn.Module, optimizer: str, lr: float, momentum: float,
@@ -129,6 +221,59 @@ def _check_positive(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
+def _global_sizes(n: int, batch_size: int) -> list[int]:
+    """Sizes of the global minibatches of one epoch (the last may be short)."""
+    return [min(batch_size, n - start) for start in range(0, n, batch_size)]
+
+
+def _check_shards(n: int, batch_size: int, world_size: int) -> None:
+    if n == 0:
+        raise ValueError("train_set must hold at least one example, got an empty dataset")
+    smallest = min(_global_sizes(n, batch_size))
+    if smallest < world_size:
+        raise ValueError(f"batch_size={batch_size} on {n} examples leaves a minibatch of {smallest} for "
+                         f"{world_size} processes; each needs at least one example of every minibatch")
+
+
+def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """This process's CPU generator state and that of its CUDA device."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _restore_rng(state: dict, device: torch.device, world_size: int, rank: int) -> None:
+    """Set the random generators saved in a checkpoint (each rank its own under DDP)."""
+    saved_world = state.get("world_size", 1)
+    if saved_world != world_size:
+        raise ValueError(f"checkpoint was written by world_size={saved_world} processes; resume with the "
+                         f"same number, got world_size={world_size}")
+    if world_size == 1:
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return
+    cpu, cuda = state["rank_rng"][rank]
+    torch.set_rng_state(cpu)
+    if device.type == "cuda" and cuda is not None:
+        torch.cuda.set_rng_state(cuda, device)
+
+
+def _evaluate(model: nn.Module, test_part: Dataset, *, eps: float, alpha: float, steps: int, restarts: int,
+              seed: int, device: torch.device) -> tuple[float, float]:
+    """Clean and PGD accuracy: each rank tests its share of the test set, the counts are summed."""
+    n = len(test_part)
+    clean = robust = 0.0
+    if n:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed + 1)
+            clean = accuracy(model, test_part, batch_size=512)
+            robust = pgd_accuracy(model, test_part, eps=eps, alpha=alpha, steps=steps, restarts=restarts,
+                                  batch_size=512)
+    if distributed.world_size() == 1:
+        return clean, robust
+    total, n_clean, n_robust = distributed.all_sum([n, round(clean * n), round(robust * n)])
+    return n_clean / total, n_robust / total
+
+
 def train(
     model: nn.Module,
     train_set: Dataset,
@@ -147,6 +292,7 @@ def train(
     seed: int = 0,
     device: str | torch.device = "auto",
     amp: bool = False,
+    channels_last: bool = False,
     eval_steps: int = 20,
     eval_alpha: float | None = None,
     eval_restarts: int = 1,
@@ -163,7 +309,7 @@ def train(
     model : nn.Module
         Classifier on inputs in [0, 1]; moved to ``device``.
     train_set, test_set : Dataset
-        Pairs ``(x, y)``; ``TensorDataset`` is fastest.
+        Pairs ``(x, y)``; ``TensorDataset`` is fastest (held on the GPU when it fits).
     epochs : int
         Number of epochs T; the schedule must cover at least ``epochs``.
     eps : float
@@ -179,31 +325,39 @@ def train(
     optimizer, lr, momentum, weight_decay, lr_schedule
         Outer optimiser (``sgd`` or ``adam``) and its per-epoch learning-rate schedule.
     batch_size, seed, device
-        Minibatch size; seed of weights' init order, shuffling and random starts;
-        ``"auto"`` = cuda, then mps, then cpu.
+        Global minibatch size (under ``torchrun`` each of N processes takes a
+        contiguous 1/N of it); seed of shuffling and random starts (seed the weights'
+        init yourself before building the model); ``"auto"`` = cuda, then mps, then cpu.
     amp : bool
-        bf16 autocast for the attack and the training step (CUDA only); tests run in fp32.
+        bf16 autocast for the attack and the training step (CUDA only); evaluation stays fp32.
+    channels_last : bool
+        Model and batches in ``torch.channels_last`` memory format (4-D image inputs;
+        faster conv nets on tensor-core GPUs, same results up to rounding).
     eval_steps, eval_alpha, eval_restarts, eval_subset, eval_every
         Robust test: PGD-``eval_steps`` (step ``eval_alpha``, default ``2.5 * eps / eval_steps``),
         worst case over restarts, on the first ``eval_subset`` test examples, every
         ``eval_every`` epochs and after the last. Evaluation uses its own RNG stream, so
-        it does not change the training trajectory.
+        it does not change the training trajectory. Under ``torchrun`` each process
+        tests its share of the examples and the counts are summed.
     checkpoint : path, optional
-        File written atomically after every epoch; if it exists at start, training
-        resumes after its last epoch and ends where an uninterrupted run would.
+        File written atomically after every epoch (by rank 0 only under ``torchrun``); if it
+        exists at start, training resumes after its last epoch and ends where an
+        uninterrupted run would.
     callback : callable, optional
-        ``callback(record, model)`` after each epoch; returning ``True`` stops training.
+        ``callback(record, model)`` after each epoch (on every process); returning ``True``
+        (on any process) stops training.
     progress : bool
-        Show a tqdm bar over minibatches (stderr).
+        Show a tqdm bar over minibatches (stderr; rank 0 only).
 
     Returns
     -------
     list of dict
-        One record per epoch: ``epoch``, ``steps``, ``alpha`` (0 for ERM), ``lr``,
-        ``epoch_time`` and cumulative ``time`` (seconds of training, evaluation
-        excluded, CUDA-synchronised), cumulative ``passes`` (minibatch forward+backward
-        passes; a pass on part of a minibatch counts as that fraction), ``train_loss``, ``clean_acc`` and ``robust_acc`` (None on epochs
-        without evaluation).
+        One record per epoch, identical on every process: ``epoch``, ``steps``, ``alpha``
+        (0 for ERM), ``lr``, ``epoch_time`` and cumulative ``time`` (seconds of training,
+        evaluation excluded, CUDA-synchronised; the slowest process under ``torchrun``),
+        cumulative ``passes`` (global-minibatch forward+backward passes; a pass on part of a
+        minibatch counts as that fraction), ``train_loss``, ``clean_acc`` and ``robust_acc``
+        (None on epochs without evaluation).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
         raise ValueError(f"epochs must be an integer > 0, got {epochs!r}")
@@ -216,16 +370,27 @@ def train(
                         ("eval_restarts", eval_restarts), ("eval_every", eval_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be an integer > 0, got {value!r}")
+    if not isinstance(channels_last, bool):
+        raise ValueError(f"channels_last must be a bool, got {channels_last!r}")
+    if channels_last and isinstance(train_set, TensorDataset) and train_set.tensors[0].ndim != 4:
+        raise ValueError(f"channels_last needs 4-D inputs N x C x H x W, got shape "
+                         f"{tuple(train_set.tensors[0].shape)}")
     dev = select_device(device)
     if amp and dev.type != "cuda":
         raise ValueError(f"amp (bf16 autocast) needs a CUDA device, got device={dev.type!r}")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    world, rank = distributed.world_size(), distributed.rank()
+    _check_shards(len(train_set), batch_size, world)
     if maximizer is None:
         maximizer = Clean() if schedule is None else PGDMaximizer(eps)
     eval_alpha = 2.5 * eps / eval_steps if eval_alpha is None else eval_alpha
-    test_eval = _subset(test_set, eval_subset)
 
     seed_everything(seed)
+    torch.manual_seed(distributed.rank_seed(seed))
     model.to(dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, optimizer, lr, momentum, weight_decay)
     sched = make_lr_schedule(opt, lr_schedule, epochs)
     shuffle_gen = torch.Generator().manual_seed(seed)
@@ -233,54 +398,63 @@ def train(
     start_epoch = 0
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=dev, weights_only=False)
+        # on the CPU: generator states must be CPU byte tensors; load_state_dict moves the rest
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        _restore_rng(state, dev, world, rank)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["lr_schedule"])
         shuffle_gen.set_state(state["shuffle_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if dev.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
         history = state["history"]
         start_epoch = len(history)
         if history and history[-1].get("stopped"):
             return history
 
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    feed = _epoch_feed(train_set, batch_size, shuffle_gen, dev, rank, world, seed)
+    test_part = to_device(distributed.shard_dataset(_subset(test_set, eval_subset), rank, world), dev)
+    sizes = _global_sizes(len(train_set), batch_size)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else torch.autocast("cpu", enabled=False)
-    n_batches = math.ceil(len(train_set) / batch_size)
     for t in range(start_epoch, epochs):
         plan = schedule(t) if schedule is not None else None
         if hasattr(maximizer, "start_epoch"):
             maximizer.start_epoch(t, epochs)
-        epoch_passes = 0.0
         bar = None
-        if progress:
+        if progress and distributed.is_main():
             from tqdm.auto import tqdm
-            bar = tqdm(total=n_batches, desc=f"epoch {t + 1}/{epochs}", leave=False)
+            bar = tqdm(total=len(sizes), desc=f"epoch {t + 1}/{epochs}", leave=False)
         synchronize(dev)
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=dev)
         n_seen = 0
-        for x, y in batches(train_set, batch_size, shuffle=True, generator=shuffle_gen, device=dev):
+        attack_work: list[float] = []  # maximizer passes x shard size, per minibatch
+        for b, (x, y) in enumerate(feed()):
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             with autocast:
                 if plan is not None:
                     model.eval()
                     x = maximizer(model, x, y, plan)
-                    epoch_passes += maximizer.passes(plan)
-                model.train()
-                loss = F.cross_entropy(model(x), y)
+                    attack_work.append(maximizer.passes(plan) * len(y))
+                net.train()
+                loss = F.cross_entropy(net(x), y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # DDP averages gradients over ranks; weighting each shard's mean by its share of
+            # the global minibatch makes that average the gradient of the global mean.
+            (loss * (len(y) * world / sizes[b]) if world > 1 else loss).backward()
             opt.step()
-            epoch_passes += 1
             loss_sum += loss.detach().float() * len(y)
             n_seen += len(y)
             if bar is not None:
                 bar.update(1)
         synchronize(dev)
-        epoch_time = time.perf_counter() - t0
+        epoch_time = distributed.all_max(time.perf_counter() - t0)
         if bar is not None:
             bar.close()
+        totals = distributed.all_sum([float(loss_sum), n_seen, *attack_work])
+        epoch_passes = len(sizes) + sum(w / m for w, m in zip(totals[2:], sizes))
         record = {
             "epoch": t + 1,
             "steps": plan.steps if plan is not None else 0,
@@ -289,28 +463,29 @@ def train(
             "epoch_time": epoch_time,
             "time": (history[-1]["time"] if history else 0.0) + epoch_time,
             "passes": _tidy((history[-1]["passes"] if history else 0) + epoch_passes),
-            "train_loss": float(loss_sum) / max(n_seen, 1),
+            "train_loss": totals[0] / max(totals[1], 1),
             "clean_acc": None,
             "robust_acc": None,
         }
         sched.step()
         if (t + 1) % eval_every == 0 or t + 1 == epochs:
-            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-                torch.manual_seed(seed + 1)
-                record["clean_acc"] = accuracy(model, test_eval, batch_size=512)
-                record["robust_acc"] = pgd_accuracy(model, test_eval, eps=eps, alpha=eval_alpha,
-                                                    steps=eval_steps, restarts=eval_restarts, batch_size=512)
-        stop = bool(callback(record, model)) if callback is not None else False
+            record["clean_acc"], record["robust_acc"] = _evaluate(
+                model, test_part, eps=eps, alpha=eval_alpha, steps=eval_steps, restarts=eval_restarts,
+                seed=seed, device=dev)
+        stop = distributed.all_max(bool(callback(record, model)) if callback is not None else False) > 0
         record["stopped"] = stop
         history.append(record)
         if ckpt is not None:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            _save_atomic({
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "lr_schedule": sched.state_dict(),
-                "shuffle_rng": shuffle_gen.get_state(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
-                "history": history,
-            }, ckpt)
+            rank_rng = distributed.all_gather(_rng_state(dev)) if world > 1 else None
+            if distributed.is_main():
+                ckpt.parent.mkdir(parents=True, exist_ok=True)
+                _save_atomic({
+                    "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "lr_schedule": sched.state_dict(), "shuffle_rng": shuffle_gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" and world == 1 else None,
+                    "world_size": world, "rank_rng": rank_rng, "history": history,
+                }, ckpt)
         if stop:
             break
     return history

@@ -85,3 +85,15 @@ def test_kill_9_and_resume_gives_same_result(tmp_path):
     b = json.loads((tmp_path / "data" / "results" / "k.json").read_text())["history"]
     keys = ("epoch", "steps", "passes", "train_loss", "clean_acc", "robust_acc")
     assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
+
+
+def test_torchrun_trains_data_parallel_and_rank_0_alone_writes(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "amata_lib", *TRAIN, "--name", "ddp"], cwd=tmp_path, capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("wrote ") == 1 and out.stdout.count("epoch   4/4") == 1
+    run = load_run(tmp_path / "data" / "results" / "ddp.json")
+    assert run["config"]["world_size"] == 2 and [h["steps"] for h in run["history"]] == [1, 2, 2, 3]
+    assert not (tmp_path / "data" / "checkpoints" / "ddp.pt").exists()

@@ -1,0 +1,225 @@
+"""Data-parallel training (gloo, 2 CPU processes) and the trainer's data paths that serve it.
+
+Everything runs on the CPU, also on machines with a GPU (whose paths benchmarks/gpu_checks.py covers).
+"""
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch.utils.data import Dataset, TensorDataset
+
+from amata_lib import Constant, DigitsCNN, PGDMaximizer, distributed, load, train
+from amata_lib.attacks import attack_loss, project
+from amata_lib.training import ShardedBatchSampler, batches
+
+EPOCHS, BATCH = 3, 128
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the reference matches the single-threaded workers, and the shared CPU is spared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class MapStyle(Dataset):
+    """A dataset that is not a TensorDataset, so the trainer takes the DataLoader path."""
+
+    def __init__(self, ds):
+        self.x, self.y = ds.tensors
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def test_shard_bounds_partition_every_range():
+    for n in (0, 1, 5, 67, 128):
+        for world in (1, 2, 3, 8):
+            parts = [distributed.shard_bounds(10, 10 + n, r, world) for r in range(world)]
+            assert parts[0][0] == 10 and parts[-1][1] == 10 + n
+            assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+            sizes = [hi - lo for lo, hi in parts]
+            assert max(sizes) - min(sizes) <= 1
+    with pytest.raises(ValueError, match="rank"):
+        distributed.shard_bounds(0, 4, 2, 2)
+
+
+def test_rank_shards_reassemble_the_global_batches():
+    g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    whole = list(ShardedBatchSampler(300, 128, shuffle=True, generator=g()))
+    shards = [list(ShardedBatchSampler(300, 128, shuffle=True, generator=g(), rank=r, world_size=3))
+              for r in range(3)]
+    assert [len(b) for b in whole] == [128, 128, 44]
+    assert [sum((s[i] for s in shards), []) for i in range(3)] == whole
+    x = torch.arange(300.0)[:, None]
+    ds = TensorDataset(x, torch.arange(300))
+    tensor_path = [yb.tolist() for _, yb in batches(ds, 128, shuffle=True, generator=g(), rank=1, world_size=3)]
+    assert tensor_path == shards[1]
+
+
+def test_single_process_helpers_without_torchrun(monkeypatch):
+    for name in distributed.ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.init_from_env() is False
+    assert (distributed.world_size(), distributed.rank(), distributed.is_main()) == (1, 0, True)
+    assert distributed.all_sum([1, 2.5]) == [1.0, 2.5] and distributed.all_max(3) == 3.0
+    assert distributed.rank_seed(5) == 5 and distributed.all_gather("a") == ["a"]
+
+
+def test_bad_torchrun_environment_is_named(monkeypatch):
+    monkeypatch.setenv("RANK", "x")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(ValueError, match="RANK must be an integer"):
+        distributed.init_from_env()
+
+
+def test_dataloader_path_matches_tensor_path(digits):
+    train_set, test_set = digits
+    runs = []
+    for ds in (train_set, MapStyle(train_set)):
+        torch.manual_seed(0)
+        model = DigitsCNN()
+        history = train(model, ds, test_set, epochs=2, eps=0.2, schedule=Constant(2, 0.1, 2), eval_every=2,
+                        device="cpu")
+        runs.append((model, history))
+    (a, ha), (b, hb) = runs
+    assert [h["train_loss"] for h in ha] == [h["train_loss"] for h in hb]
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_channels_last_gives_the_same_training(digits):
+    runs = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = DigitsCNN()
+        runs.append(train(model, *digits, epochs=1, eps=0.2, schedule=Constant(2, 0.1, 1), device="cpu",
+                          channels_last=channels_last))
+    assert runs[1][-1]["train_loss"] == pytest.approx(runs[0][-1]["train_loss"], rel=1e-4)
+    flat = TensorDataset(digits[0].tensors[0].flatten(1), digits[0].tensors[1])
+    with pytest.raises(ValueError, match="channels_last"):
+        train(DigitsCNN(), flat, digits[1], epochs=1, eps=0.2, channels_last=True, device="cpu")
+
+
+def test_shards_too_small_for_the_processes_are_refused(digits, monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 200)
+    with pytest.raises(ValueError, match="batch_size=128"):
+        train(DigitsCNN(), *digits, epochs=1, eps=0.2, device="cpu")
+
+
+def test_resume_needs_the_same_number_of_processes(digits, tmp_path):
+    ckpt = tmp_path / "run.pt"
+    train(DigitsCNN(), *digits, epochs=1, eps=0.2, checkpoint=ckpt, device="cpu")
+    state = torch.load(ckpt, weights_only=False)
+    state["world_size"] = 2
+    torch.save(state, ckpt)
+    with pytest.raises(ValueError, match="world_size=2"):
+        train(DigitsCNN(), *digits, epochs=2, eps=0.2, checkpoint=ckpt, device="cpu")
+
+
+class GradientAscent:
+    """PGD-like inner maximizer taking plain (unsigned, unnormalised) input-gradient steps.
+
+    PGD's sign, like any normalised direction, is discontinuous where a gradient is tiny,
+    and confidently classified examples have tiny gradients computed with cancellation
+    (1 - p for p close to 1): float-level differences between one process and two
+    (summation order) then flip steps and grow epoch after epoch. A plain gradient step
+    is Lipschitz in the weights, so the two runs stay comparable to float precision.
+    """
+
+    def __init__(self, eps):
+        self.eps = eps
+
+    def __call__(self, model, x, y, plan):
+        x_adv = x.clone()
+        for _ in range(plan.steps):
+            x_adv.requires_grad_(True)
+            (g,) = torch.autograd.grad(attack_loss(model(x_adv), y).sum(), x_adv)
+            x_adv = project(x_adv.detach() + plan.alpha * g, x, self.eps)
+        return x_adv
+
+    def passes(self, plan):
+        return plan.steps
+
+
+def _config(epochs=EPOCHS, maximizer=None):
+    return dict(epochs=epochs, eps=0.2, schedule=Constant(3, 0.1, epochs), batch_size=BATCH, eval_every=epochs,
+                maximizer=maximizer or GradientAscent(0.2), eval_subset=200, device="cpu")
+
+
+def _pgd_config():
+    """One epoch of deterministic PGD (no random start): sign steps agree while weights agree."""
+    return _config(1, PGDMaximizer(0.2, random_start=False))
+
+
+def _stop_at_two(record, model):
+    if record["epoch"] == 2:
+        raise KeyboardInterrupt
+
+
+def _worker(rank, world, port, out):
+    import os
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    assert distributed.init_from_env("cpu")
+    digits = load("digits")
+    torch.manual_seed(0)
+    model = DigitsCNN()
+    history = train(model, *digits, **_config(), checkpoint=out / f"own-{rank}.pt")
+    shared = out / "shared.pt"
+    torch.manual_seed(0)
+    try:
+        train(DigitsCNN(), *digits, **_config(), checkpoint=shared, callback=_stop_at_two)
+    except KeyboardInterrupt:
+        pass
+    resumed_model = DigitsCNN()
+    resumed = train(resumed_model, *digits, **_config(), checkpoint=shared)
+    torch.manual_seed(0)
+    pgd_model = DigitsCNN()
+    train(pgd_model, *digits, **_pgd_config())
+    torch.save({"history": history, "state": model.state_dict(), "resumed": resumed,
+                "resumed_state": resumed_model.state_dict(), "pgd_state": pgd_model.state_dict()},
+               out / f"rank{rank}.pt")
+    distributed.shutdown()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_process_with_the_global_batch(digits, tmp_path):
+    mp.spawn(_worker, args=(2, _free_port(), tmp_path), nprocs=2, join=True)
+    torch.manual_seed(0)
+    ref_model = DigitsCNN()
+    ref = train(ref_model, *digits, **_config())
+    torch.manual_seed(0)
+    ref_pgd = DigitsCNN()
+    train(ref_pgd, *digits, **_pgd_config())
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    # bookkeeping is identical on every rank
+    assert ranks[0]["history"] == ranks[1]["history"]
+    for name, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][name])
+    # and the run equals one process with the same global batch
+    ddp = ranks[0]["history"]
+    assert [h["passes"] for h in ddp] == [h["passes"] for h in ref] == [4 * 11 * k for k in (1, 2, 3)]
+    assert [h["train_loss"] for h in ddp] == pytest.approx([h["train_loss"] for h in ref], rel=1e-5)
+    for ours, ref_state in ((ranks[0]["state"], ref_model.state_dict()), (ranks[0]["pgd_state"], ref_pgd.state_dict())):
+        for name, value in ref_state.items():
+            torch.testing.assert_close(ours[name], value, rtol=1e-5, atol=1e-6)
+    assert ddp[-1]["clean_acc"] == pytest.approx(ref[-1]["clean_acc"], abs=0.011)
+    # only rank 0 writes checkpoints; an interrupted run resumes to the uninterrupted result
+    assert (tmp_path / "own-0.pt").exists() and not (tmp_path / "own-1.pt").exists()
+    untimed = lambda h: [{k: v for k, v in r.items() if "time" not in k} for r in h]  # noqa: E731
+    assert untimed(ranks[0]["resumed"]) == untimed(ranks[0]["history"])
+    for name, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[0]["resumed_state"][name])
