@@ -34,7 +34,7 @@ from torch.utils.data import TensorDataset
 from . import maximizers, models
 from .data import DATASETS, MNIST_ENV, load
 from .evaluation import robustness_report
-from .results import SCHEMA, ResultError, load_run, provenance, validate, write_json_atomic
+from .results import ResultError, load_run, save_run, write_json_atomic
 from .schedules import Amata, Constant, Exponential, ROUNDINGS, Schedule, Step
 from .training import LR_SCHEDULES, OPTIMIZERS, select_device, train
 
@@ -393,9 +393,8 @@ def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset],
     config.update(data_file(cfg["dataset"], data_path), train_size=len(train_set), test_size=len(test_set),
                   eval_size=len(test_eval))
     report = final_report(model, test_eval, cfg)
-    record = {"schema": SCHEMA, "provenance": provenance(device, command), "seed": cfg["seed"],
-              "dataset": cfg["dataset"], "config": config, "history": history, "report": report}
-    write_json_atomic(out, validate(record, str(out)))
+    save_run(out, config=config, history=history, seed=cfg["seed"], dataset=cfg["dataset"], device=device,
+             command=command, report=report)
     if not keep_checkpoint:
         ckpt.unlink(missing_ok=True)
         ckpt.with_suffix(".config.json").unlink(missing_ok=True)

@@ -104,10 +104,12 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
 
 
 def save_run(path: str | os.PathLike, *, config: dict, history: list[dict], seed: int, dataset: str,
-             device: str | torch.device = "cpu", command: str | None = None) -> Path:
-    """Save one run (config, history and provenance) as ``amata-run/1`` JSON, atomically."""
+             device: str | torch.device = "cpu", command: str | None = None, report: dict | None = None) -> Path:
+    """Save one run (config, history, provenance and an optional final ``report``) as ``amata-run/1`` JSON, atomically."""
     record = {"schema": SCHEMA, "provenance": provenance(device, command), "seed": seed,
               "dataset": dataset, "config": config, "history": history}
+    if report is not None:
+        record["report"] = report
     validate(record)
     return write_json_atomic(path, record)
 

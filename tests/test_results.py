@@ -56,3 +56,11 @@ def test_write_killed_midway_keeps_old_file(tmp_path, monkeypatch):
         save_run(path, config={"v": 2}, history=HISTORY, seed=0, dataset="digits")
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_report_is_stored_when_given(tmp_path):
+    path = save_run(tmp_path / "r.json", config={}, history=HISTORY, seed=0, dataset="digits",
+                    report={"clean": 0.9, "pgd": 0.5})
+    assert load_run(path)["report"] == {"clean": 0.9, "pgd": 0.5}
+    plain = save_run(tmp_path / "p.json", config={}, history=HISTORY, seed=0, dataset="digits")
+    assert "report" not in load_run(plain)
