@@ -11,11 +11,12 @@ Conventions shared by every function here:
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._checks import check_real
 
 LOSSES = ("ce", "cw")
 
@@ -43,9 +44,8 @@ def attack_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torc
 def _check_budget(eps: float, alpha: float, steps: int, loss: str) -> None:
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    for name, value in (("eps", eps), ("alpha", alpha)):
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    check_real("eps", eps, minimum=0)
+    check_real("alpha", alpha, minimum=0)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
 

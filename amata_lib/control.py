@@ -44,12 +44,12 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from numbers import Real
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import sympy as sp
 
+from ._checks import check_real as _check_real
 from .schedules import FromFunction, Plan, Schedule
 
 theta, x = sp.symbols("theta x", real=True)
@@ -60,16 +60,6 @@ t = sp.Symbol("t", nonnegative=True)
 T = sp.Symbol("T", positive=True)
 gamma = sp.Symbol("gamma", nonnegative=True)
 p = sp.Symbol("p", real=True)
-
-
-def _check_real(name: str, value: object, *, minimum: float | None = None, strict: bool = False) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(value)
-    if ok and minimum is not None:
-        ok = value > minimum if strict else value >= minimum
-    if not ok:
-        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
-        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
-    return float(value)
 
 
 def _check_steps(name: str, value: object) -> int:

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
 from torch import nn
 
+from ._checks import check_real
 from .attacks import pgd
 from .schedules import Plan
 
@@ -154,8 +155,7 @@ def criterion_c(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, 
     CriterionResult
         ``c = max(best TPE value, plan value) - plan value >= 0`` and the plan attaining it.
     """
-    if isinstance(gamma, bool) or not isinstance(gamma, Real) or not math.isfinite(gamma) or gamma < 0:
-        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
+    check_real("gamma", gamma, minimum=0)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"budget must be an integer >= 1, got {budget!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -192,8 +192,7 @@ def fosc(model: nn.Module, x_adv: torch.Tensor, x0: torch.Tensor, y: torch.Tenso
     restored afterwards). It is ``>= 0`` inside the ball and ``0`` at a
     first-order stationary point of the inner maximisation.
     """
-    if isinstance(eps, bool) or not isinstance(eps, Real) or not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    check_real("eps", eps, minimum=0)
     if x_adv.shape != x0.shape:
         raise ValueError(f"x_adv and x0 must have the same shape, got {tuple(x_adv.shape)} and {tuple(x0.shape)}")
     was_training = model.training

@@ -19,7 +19,6 @@ writes into parameter gradients, and works on a batch ``x`` of shape ``N x ...``
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -27,12 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._checks import check_real
 from .attacks import _check_budget, _input_grad, attack_loss, fgsm, project
 
 
 def _check_eps(eps: float) -> None:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
-        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    check_real("eps", eps, minimum=0, strict=True)
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ so the count is the work really done, and never exceeds ``plan.steps``.
 from __future__ import annotations
 
 import inspect
-import math
 
 import torch
 from torch import nn
 
+from ._checks import check_real
 from .attacks import LOSSES, _input_grad, attack_loss, pgd, project
 from .schedules import Plan
 
@@ -37,8 +37,7 @@ class Clean:
 
 
 def _check_eps_loss(eps: float, loss: str) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    check_real("eps", eps, minimum=0)
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     return float(eps)
@@ -190,8 +189,7 @@ class FOSCMaximizer(_EarlyStopPGD):
     def __init__(self, eps: float, c_max: float = 0.5, t_prime_fraction: float = 0.8,
                  random_start: bool = True, loss: str = "ce") -> None:
         super().__init__(eps, random_start, loss)
-        if isinstance(c_max, bool) or not isinstance(c_max, (int, float)) or not math.isfinite(c_max) or c_max < 0:
-            raise ValueError(f"c_max must be a finite number >= 0, got {c_max!r}")
+        check_real("c_max", c_max, minimum=0)
         if (isinstance(t_prime_fraction, bool) or not isinstance(t_prime_fraction, (int, float))
                 or not 0 < t_prime_fraction <= 1):
             raise ValueError(f"t_prime_fraction must be a number in (0, 1], got {t_prime_fraction!r}")

@@ -13,24 +13,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Real
 from typing import Callable, Sequence
+
+from ._checks import check_int as _check_int
+from ._checks import check_real
 
 ROUNDINGS = ("round", "floor", "ceil")
 
 
-def _check_int(name: str, value: object, minimum: int = 1) -> int:
-    ok = (not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(value)
-          and float(value).is_integer() and value >= minimum)
-    if not ok:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return check_real(name, value, minimum=0, strict=True)
 
 
 def _to_int(x: float, rounding: str) -> int:

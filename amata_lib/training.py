@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
+from ._checks import check_real
 from . import distributed
 from .evaluation import accuracy, pgd_accuracy
 from .maximizers import Clean, PGDMaximizer
@@ -217,8 +218,7 @@ def _tidy(passes: float) -> int | float:
 
 
 def _check_positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    check_real(name, value, minimum=0, strict=True)
 
 
 def _global_sizes(n: int, batch_size: int) -> list[int]:
@@ -361,8 +361,7 @@ def train(
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
         raise ValueError(f"epochs must be an integer > 0, got {epochs!r}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    check_real("eps", eps, minimum=0)
     if schedule is not None and schedule.epochs < epochs:
         raise ValueError(f"schedule covers {schedule.epochs} epochs but epochs={epochs}")
     _check_positive("lr", lr)

@@ -5,11 +5,11 @@ ends its cell with ``plt.show()`` and a test can inspect the axes.
 """
 from __future__ import annotations
 
-import math
-
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
+
+from ._checks import check_real
 
 
 def _grayscale(name: str, images: torch.Tensor) -> torch.Tensor:
@@ -75,8 +75,7 @@ def show_adversarial_grid(
     _check_probs("p_adv", p_adv, n)
     if y is not None and tuple(y.shape) != (n,):
         raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
-        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+    check_real("eps", eps, minimum=0, strict=True)
 
     fig, axes = plt.subplots(3, n, figsize=(1.5 * n + 1.0, 5.0), squeeze=False,
                              layout="constrained")
