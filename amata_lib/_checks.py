@@ -23,3 +23,11 @@ def check_int(name: str, value: object, minimum: int = 1) -> int:
     if not ok:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_epoch(t: object, epochs: object) -> None:
+    """``epochs`` an integer >= 1 and ``t`` an integer epoch in ``[0, epochs)``."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < epochs:
+        raise ValueError(f"t must be an integer in [0, epochs), got {t!r}")

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from .attacks import pgd
+from ._checks import check_real
+from .attacks import fgsm, pgd
 
 AUTOATTACK_PACKAGE = "pyautoattack"
 AUTOATTACK_VERSIONS = ("standard", "plus", "custom")
@@ -72,6 +73,36 @@ def pgd_accuracy(model: nn.Module, dataset: Dataset, *, eps: float, alpha: float
             correct += int(robust.sum())
             total += len(y)
     return correct / total
+
+
+def fgsm_accuracy(model: nn.Module, dataset: Dataset, *, eps: float, batch_size: int = 512) -> float:
+    """Accuracy under FGSM: one signed step of ``eps`` from the clean input (no random start)."""
+    correct = total = 0
+    with _eval_mode(model) as dev:
+        for x, y in _batches(dataset, batch_size, dev):
+            x_adv = fgsm(model, x, y, eps=eps)
+            with torch.no_grad():
+                correct += int((model(x_adv).argmax(1) == y).sum())
+            total += len(y)
+    return correct / total
+
+
+def catastrophic_overfitting(history: Sequence[dict], drop: float = 0.2) -> bool:
+    """Whether the last record shows catastrophic overfitting (Wong, Rice & Kolter 2020).
+
+    Our operational test of their symptom: the last record's PGD accuracy
+    (``robust_acc``) lies at least ``drop`` (absolute) below the best of the run so far,
+    while its FGSM accuracy (``fgsm_acc``) is no lower than at that best epoch -- the
+    model has learned to defeat the one-step attack but not the multi-step one.
+    Records without both accuracies are skipped; ``False`` if the last has none.
+    """
+    check_real("drop", drop, minimum=0, strict=True)
+    rated = [r for r in history if r.get("robust_acc") is not None and r.get("fgsm_acc") is not None]
+    if not rated or rated[-1] is not history[-1]:
+        return False
+    best = max(rated, key=lambda r: r["robust_acc"])
+    last = rated[-1]
+    return last["robust_acc"] <= best["robust_acc"] - drop and last["fgsm_acc"] >= best["fgsm_acc"]
 
 
 def cw_accuracy(model: nn.Module, dataset: Dataset, *, eps: float, alpha: float, steps: int = 20,

@@ -18,8 +18,10 @@ import inspect
 import torch
 from torch import nn
 
+from ._checks import check_epoch as _check_epoch
 from ._checks import check_real
 from .attacks import LOSSES, _input_grad, attack_loss, pgd, project
+from .plus import ATTAMaximizer, FastMaximizer, FreeMaximizer, YOPOMaximizer
 from .schedules import Plan
 
 
@@ -88,13 +90,6 @@ def _logits_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: s
         logits = model(x)
         (grad,) = torch.autograd.grad(attack_loss(logits, y, loss).sum(), x)
     return logits.detach(), grad
-
-
-def _check_epoch(t: int, epochs: int) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
-    if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < epochs:
-        raise ValueError(f"t must be an integer in [0, epochs), got {t!r}")
 
 
 class _EarlyStopPGD:
@@ -261,14 +256,16 @@ class FATMaximizer(_EarlyStopPGD):
         return stop
 
 
-MAXIMIZERS = {"clean": Clean, "pgd": PGDMaximizer, "fosc": FOSCMaximizer, "fat": FATMaximizer}
+MAXIMIZERS = {"clean": Clean, "pgd": PGDMaximizer, "fosc": FOSCMaximizer, "fat": FATMaximizer,
+              "free": FreeMaximizer, "fast": FastMaximizer, "yopo": YOPOMaximizer, "atta": ATTAMaximizer}
 
 
 def build_maximizer(name: str, eps: float, **kwargs):
     """Construct the maximizer registered as ``name`` in :data:`MAXIMIZERS` with radius ``eps``.
 
     ``kwargs`` go to its constructor (e.g. ``c_max`` for ``"fosc"``, ``tau_fat`` for
-    ``"fat"``); ``"clean"`` takes none and ignores ``eps``.
+    ``"fat"``, ``n`` and ``layer`` for ``"yopo"``, ``reset`` for ``"atta"``); ``"clean"``
+    takes none and ignores ``eps``. The Amata+ methods live in :mod:`amata_lib.plus`.
 
     Raises
     ------

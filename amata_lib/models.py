@@ -14,34 +14,41 @@ class LeNet(nn.Module):
 
     conv 1->20 5x5, max-pool 2, conv 20->50 5x5, max-pool 2, fc 800->500, fc 500->10,
     ReLU activations. The 2019 example ended in ``log_softmax``; this returns raw
-    logits, which gives the same cross-entropy and the CW margin needs logits.
+    logits, which gives the same cross-entropy and the CW margin needs logits. The
+    first ReLU is the module ``relu1`` so that YOPO can take ``conv1 + relu1`` as its
+    first layer (as YOPO's own MNIST network does).
     """
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 20, 5)
+        self.relu1 = nn.ReLU()
         self.conv2 = nn.Conv2d(20, 50, 5)
         self.fc1 = nn.Linear(4 * 4 * 50, 500)
         self.fc2 = nn.Linear(500, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(self.relu1(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
 
 class DigitsCNN(nn.Module):
-    """Two-conv CNN sized for scikit-learn's 8x8 ``digits``: conv 1->16, conv 16->32, pool, fc 512->64->10."""
+    """Two-conv CNN sized for scikit-learn's 8x8 ``digits``: conv 1->16, conv 16->32, pool, fc 512->64->10.
+
+    The first ReLU is the module ``relu1`` (YOPO's first layer is ``conv1 + relu1``).
+    """
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+        self.relu1 = nn.ReLU()
         self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
         self.fc1 = nn.Linear(32 * 4 * 4, 64)
         self.fc2 = nn.Linear(64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv1(x))
+        x = self.relu1(self.conv1(x))
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
 

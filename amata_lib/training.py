@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from ._checks import check_real
 from . import distributed
-from .evaluation import accuracy, pgd_accuracy
+from .evaluation import accuracy, catastrophic_overfitting, fgsm_accuracy, pgd_accuracy
 from .maximizers import Clean, PGDMaximizer
 from .schedules import Schedule
 
@@ -45,6 +45,7 @@ LR_SCHEDULES = ("constant", "multistep", "cosine")
 DEVICE_DATA_FRACTION = 0.25
 Callback = Callable[[dict, nn.Module], Any]
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
+IndexedBatches = Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
 
 
 def select_device(device: str | torch.device = "auto") -> torch.device:
@@ -162,17 +163,24 @@ def to_device(dataset: Dataset, device: torch.device, max_fraction: float = DEVI
     return TensorDataset(*(t.to(device) for t in dataset.tensors))
 
 
+def _tensor_feed(dataset: TensorDataset, batch_size: int, generator: torch.Generator, device: torch.device,
+                 rank: int, world_size: int) -> IndexedBatches:
+    x, y = dataset.tensors
+    for idx in _index_batches(len(y), batch_size, True, generator, rank, world_size, x.device):
+        yield x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True), idx.to(device)
+
+
 def _epoch_feed(dataset: Dataset, batch_size: int, generator: torch.Generator, device: torch.device,
-                rank: int, world_size: int, seed: int) -> Callable[[], Batches]:
-    """Shuffled training minibatches, one epoch per call: tensors are moved to the device once,
-    other datasets share one persistent ``DataLoader`` over all epochs."""
+                rank: int, world_size: int, seed: int) -> Callable[[], IndexedBatches]:
+    """Shuffled training minibatches ``(x, y, index)``, one epoch per call: tensors are moved to the
+    device once and ``index`` holds the examples' dataset indices; other datasets share one
+    persistent ``DataLoader`` over all epochs and give ``index = None``."""
     if isinstance(dataset, TensorDataset):
         on_device = to_device(dataset, device)
-        return lambda: batches(on_device, batch_size, shuffle=True, generator=generator, device=device,
-                               rank=rank, world_size=world_size)
+        return lambda: _tensor_feed(on_device, batch_size, generator, device, rank, world_size)
     loader = make_loader(dataset, batch_size, shuffle=True, generator=generator, device=device,
                          rank=rank, world_size=world_size, seed=seed)
-    return lambda: _moved(loader, device)
+    return lambda: ((x, y, None) for x, y in _moved(loader, device))
 
 
 def make_optimizer(model: nn.Module, optimizer: str, lr: float, momentum: float,
@@ -258,20 +266,43 @@ def _restore_rng(state: dict, device: torch.device, world_size: int, rank: int) 
 
 
 def _evaluate(model: nn.Module, test_part: Dataset, *, eps: float, alpha: float, steps: int, restarts: int,
-              seed: int, device: torch.device) -> tuple[float, float]:
-    """Clean and PGD accuracy: each rank tests its share of the test set, the counts are summed."""
+              seed: int, device: torch.device, with_fgsm: bool = False) -> list[float]:
+    """Clean, PGD (and FGSM) accuracy: each rank tests its share of the test set, the counts are summed."""
     n = len(test_part)
-    clean = robust = 0.0
+    accs = [0.0] * (3 if with_fgsm else 2)
     if n:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed + 1)
-            clean = accuracy(model, test_part, batch_size=512)
-            robust = pgd_accuracy(model, test_part, eps=eps, alpha=alpha, steps=steps, restarts=restarts,
-                                  batch_size=512)
+            accs[0] = accuracy(model, test_part, batch_size=512)
+            accs[1] = pgd_accuracy(model, test_part, eps=eps, alpha=alpha, steps=steps, restarts=restarts,
+                                   batch_size=512)
+            if with_fgsm:
+                accs[2] = fgsm_accuracy(model, test_part, eps=eps, batch_size=512)
     if distributed.world_size() == 1:
-        return clean, robust
-    total, n_clean, n_robust = distributed.all_sum([n, round(clean * n), round(robust * n)])
-    return n_clean / total, n_robust / total
+        return accs
+    total, *counts = distributed.all_sum([n] + [round(a * n) for a in accs])
+    return [c / total for c in counts]
+
+
+def _check_maximizer(maximizer: Any, schedule: Schedule | None, train_set: Dataset, world: int) -> None:
+    """Combinations the trainer cannot run, reported before any work."""
+    if schedule is None and maximizer is not None and not isinstance(maximizer, Clean):
+        raise ValueError(f"maximizer {type(maximizer).__name__} needs a schedule (its plan per epoch); "
+                         f"got schedule=None")
+    if getattr(maximizer, "uses_index", False):
+        if not isinstance(train_set, TensorDataset):
+            raise ValueError(f"maximizer {type(maximizer).__name__} stores one perturbation per example and "
+                             f"needs a TensorDataset train_set, got {type(train_set).__name__}")
+        if world > 1:
+            raise ValueError(f"maximizer {type(maximizer).__name__} keeps per-example state in one process; "
+                             f"it does not run under torchrun (world_size={world})")
+
+
+def _tensors_to(state: Any, device: torch.device) -> Any:
+    """A maximizer's saved state with every tensor moved to ``device``."""
+    if isinstance(state, dict):
+        return {k: _tensors_to(v, device) for k, v in state.items()}
+    return state.to(device) if isinstance(state, torch.Tensor) else state
 
 
 def train(
@@ -298,6 +329,7 @@ def train(
     eval_restarts: int = 1,
     eval_subset: int | None = None,
     eval_every: int = 1,
+    detect_overfitting: bool = False,
     checkpoint: str | os.PathLike | None = None,
     callback: Callback | None = None,
     progress: bool = False,
@@ -321,7 +353,13 @@ def train(
         Protocol: ``maximizer(model, x, y, plan) -> x_adv``; ``maximizer.passes(plan)`` gives the
         forward+backward passes its last call spent (may be fractional for methods that stop
         early on part of the batch); an optional ``maximizer.start_epoch(t, epochs)`` is called
-        at the start of every epoch (for methods whose state depends on the epoch).
+        at the start of every epoch (for methods whose state depends on the epoch). Optional
+        extensions (see :mod:`amata_lib.plus`): ``uses_index = True`` -- called with
+        ``index=`` the examples' dataset indices (``TensorDataset`` only, one process);
+        ``own_step = True`` -- ``maximizer.train_step(net, model, optimizer, x, y, plan,
+        loss_scale) -> loss`` replaces the trainer's parameter step and ``passes`` counts
+        every pass of the minibatch; ``state_dict()`` / ``load_state_dict()`` -- its state is
+        saved in the checkpoint (e.g. perturbations carried across minibatches or epochs).
     optimizer, lr, momentum, weight_decay, lr_schedule
         Outer optimiser (``sgd`` or ``adam``) and its per-epoch learning-rate schedule.
     batch_size, seed, device
@@ -339,6 +377,10 @@ def train(
         ``eval_every`` epochs and after the last. Evaluation uses its own RNG stream, so
         it does not change the training trajectory. Under ``torchrun`` each process
         tests its share of the examples and the counts are summed.
+    detect_overfitting : bool
+        Also measure FGSM accuracy at each evaluation and flag catastrophic overfitting
+        (see :func:`amata_lib.evaluation.catastrophic_overfitting`): records gain
+        ``fgsm_acc`` and ``catastrophic_overfitting`` (None on epochs without evaluation).
     checkpoint : path, optional
         File written atomically after every epoch (by rank 0 only under ``torchrun``); if it
         exists at start, training resumes after its last epoch and ends where an
@@ -381,8 +423,10 @@ def train(
         dev = torch.device("cuda", torch.cuda.current_device())
     world, rank = distributed.world_size(), distributed.rank()
     _check_shards(len(train_set), batch_size, world)
+    _check_maximizer(maximizer, schedule, train_set, world)
     if maximizer is None:
         maximizer = Clean() if schedule is None else PGDMaximizer(eps)
+    own_step = bool(getattr(maximizer, "own_step", False))
     eval_alpha = 2.5 * eps / eval_steps if eval_alpha is None else eval_alpha
 
     seed_everything(seed)
@@ -404,6 +448,8 @@ def train(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["lr_schedule"])
         shuffle_gen.set_state(state["shuffle_rng"])
+        if state.get("maximizer") is not None:
+            maximizer.load_state_dict(_tensors_to(state["maximizer"], dev))
         history = state["history"]
         start_epoch = len(history)
         if history and history[-1].get("stopped"):
@@ -429,21 +475,29 @@ def train(
         loss_sum = torch.zeros((), device=dev)
         n_seen = 0
         attack_work: list[float] = []  # maximizer passes x shard size, per minibatch
-        for b, (x, y) in enumerate(feed()):
+        for b, (x, y, index) in enumerate(feed()):
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                if plan is not None:
-                    model.eval()
-                    x = maximizer(model, x, y, plan)
-                    attack_work.append(maximizer.passes(plan) * len(y))
-                net.train()
-                loss = F.cross_entropy(net(x), y)
-            opt.zero_grad(set_to_none=True)
             # DDP averages gradients over ranks; weighting each shard's mean by its share of
             # the global minibatch makes that average the gradient of the global mean.
-            (loss * (len(y) * world / sizes[b]) if world > 1 else loss).backward()
-            opt.step()
+            scale = len(y) * world / sizes[b] if world > 1 else 1.0
+            with autocast:
+                if own_step:
+                    net.train()
+                    loss = maximizer.train_step(net, model, opt, x, y, plan, scale)
+                    attack_work.append(maximizer.passes(plan) * len(y))
+                else:
+                    if plan is not None:
+                        model.eval()
+                        extra = {"index": index} if getattr(maximizer, "uses_index", False) else {}
+                        x = maximizer(model, x, y, plan, **extra)
+                        attack_work.append(maximizer.passes(plan) * len(y))
+                    net.train()
+                    loss = F.cross_entropy(net(x), y)
+            if not own_step:
+                opt.zero_grad(set_to_none=True)
+                (loss * scale if world > 1 else loss).backward()
+                opt.step()
             loss_sum += loss.detach().float() * len(y)
             n_seen += len(y)
             if bar is not None:
@@ -453,7 +507,8 @@ def train(
         if bar is not None:
             bar.close()
         totals = distributed.all_sum([float(loss_sum), n_seen, *attack_work])
-        epoch_passes = len(sizes) + sum(w / m for w, m in zip(totals[2:], sizes))
+        # own-step methods count their training passes themselves; otherwise one per minibatch
+        epoch_passes = (0 if own_step else len(sizes)) + sum(w / m for w, m in zip(totals[2:], sizes))
         record = {
             "epoch": t + 1,
             "steps": plan.steps if plan is not None else 0,
@@ -467,10 +522,15 @@ def train(
             "robust_acc": None,
         }
         sched.step()
+        if detect_overfitting:
+            record["fgsm_acc"] = record["catastrophic_overfitting"] = None
         if (t + 1) % eval_every == 0 or t + 1 == epochs:
-            record["clean_acc"], record["robust_acc"] = _evaluate(
-                model, test_part, eps=eps, alpha=eval_alpha, steps=eval_steps, restarts=eval_restarts,
-                seed=seed, device=dev)
+            accs = _evaluate(model, test_part, eps=eps, alpha=eval_alpha, steps=eval_steps,
+                             restarts=eval_restarts, seed=seed, device=dev, with_fgsm=detect_overfitting)
+            record["clean_acc"], record["robust_acc"] = accs[:2]
+            if detect_overfitting:
+                record["fgsm_acc"] = accs[2]
+                record["catastrophic_overfitting"] = catastrophic_overfitting(history + [record])
         stop = distributed.all_max(bool(callback(record, model)) if callback is not None else False) > 0
         record["stopped"] = stop
         history.append(record)
@@ -484,6 +544,7 @@ def train(
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" and world == 1 else None,
                     "world_size": world, "rank_rng": rank_rng, "history": history,
+                    "maximizer": maximizer.state_dict() if hasattr(maximizer, "state_dict") else None,
                 }, ckpt)
         if stop:
             break

@@ -1,0 +1,348 @@
+"""Amata+: accelerated adversarial training methods whose effort an annealing schedule can set.
+
+The paper's second claim is that Amata combines with other speed-ups. Each method here
+is an inner maximizer of the trainer's protocol (see :func:`amata_lib.train`); its
+Amata+ variant is the same class driven by an annealing schedule or a weak-early option.
+
+Two kinds of method:
+
+* **perturb, then step** (:class:`FastMaximizer`, :class:`ATTAMaximizer`):
+  ``maximizer(model, x, y, plan) -> x_adv`` like PGD; the trainer then takes its one
+  parameter step. :meth:`passes` counts the extra forward+backward passes.
+* **own step** (:class:`FreeMaximizer`, :class:`YOPOMaximizer`, attribute
+  ``own_step = True``): the method interleaves parameter gradients with its attack, so
+  it implements ``train_step(net, model, optimizer, x, y, plan, loss_scale) -> loss``
+  and the trainer calls it instead of its own step. :meth:`passes` then counts every
+  full pass of the minibatch, training included. Their passes run in ``train()`` mode
+  (each is a training pass), unlike the attack-only passes of the first kind.
+
+Schedules give ``plan.steps`` and ``plan.alpha``; what they mean per method:
+
+==========  ======================================  =====================================
+method      ``plan.steps``                          ``plan.alpha``
+==========  ======================================  =====================================
+Free        replays ``m`` of each minibatch         signed step of the carried delta
+Fast        ignored (one FGSM step)                 FGSM step (Wong et al.: 1.25 eps)
+YOPO        full passes ``m`` of YOPO-m-n           step of each cheap first-layer update
+ATTA        PGD steps per epoch on the stored delta  PGD step
+==========  ======================================  =====================================
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import check_epoch, check_int, check_real
+from .attacks import _input_grad, project
+from .schedules import Plan
+
+
+def _need_plan(plan: Plan | None, who: str) -> Plan:
+    if plan is None:
+        raise ValueError(f"plan must be a Plan for {who}, got None")
+    return plan
+
+
+def _delta_step(delta: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, alpha: float, eps: float) -> torch.Tensor:
+    """Signed ascent step on a perturbation, kept in the eps-ball and with ``x + delta`` in ``[0, 1]``."""
+    return project(x + delta + alpha * grad.sign(), x, eps) - x
+
+
+class FreeMaximizer:
+    """Adversarial training for free (Shafahi et al. 2019): every minibatch replayed ``m = plan.steps`` times.
+
+    Each replay is one forward+backward pass at ``x + delta`` whose gradients serve
+    twice: the parameter gradient for an optimizer step, and the input gradient for
+    ``delta <- clip(delta + plan.alpha * sign(g))`` (their step is ``alpha = eps``).
+    ``delta`` starts at zero and is carried across replays *and* minibatches (their
+    warm start); a smaller minibatch uses its first rows. It is also clipped so that
+    ``x + delta`` stays in ``[0, 1]``. The logged loss is the mean over the replays.
+
+    Amata+Free: ``Amata(k_min=2, k_max=4, tau=2 * eps)`` gives ``m`` 2 -> 4 and the
+    step ``eps`` -> ``eps / 2``, the paper's ImageNet setting. The carried ``delta`` is
+    part of :meth:`state_dict`, so a resumed run continues exactly.
+    """
+
+    name = "free"
+    own_step = True
+
+    def __init__(self, eps: float) -> None:
+        self.eps = check_real("eps", eps, minimum=0)
+        self.delta: torch.Tensor | None = None
+        self._passes = 0
+
+    def train_step(self, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                   y: torch.Tensor, plan: Plan | None, loss_scale: float = 1.0) -> torch.Tensor:
+        """``m`` replays of the minibatch, each one pass, one parameter step and one delta step."""
+        plan = _need_plan(plan, "FreeMaximizer")
+        x = x.detach()
+        if self.delta is None or self.delta.shape[1:] != x.shape[1:] or len(self.delta) < len(x):
+            self.delta = torch.zeros_like(x)
+        delta = project(x + self.delta[:len(x)], x, self.eps) - x
+        losses = []
+        for _ in range(plan.steps):
+            delta.requires_grad_(True)
+            loss = F.cross_entropy(net(x + delta), y)
+            optimizer.zero_grad(set_to_none=True)
+            (loss * loss_scale).backward()
+            optimizer.step()
+            delta = _delta_step(delta.detach(), delta.grad, x, plan.alpha, self.eps)
+            losses.append(loss.detach())
+        self.delta[:len(x)] = delta
+        self._passes = plan.steps
+        return torch.stack(losses).mean()
+
+    def passes(self, plan: Plan | None) -> int:
+        """Full forward+backward passes of the last minibatch: ``m`` (training included)."""
+        return self._passes
+
+    def state_dict(self) -> dict:
+        """The carried perturbation."""
+        return {"delta": self.delta}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.delta = state["delta"]
+
+
+class FastMaximizer:
+    """Fast adversarial training (Wong, Rice & Kolter 2020): FGSM from a random start.
+
+    ``delta ~ U(-eps, eps)``, one signed step of ``plan.alpha`` (they use ``1.25 eps``),
+    projection onto the ball and ``[0, 1]``; the trainer trains on the result. One
+    extra pass per minibatch.
+
+    Amata+Fast (the paper: "a fixed non-zero initialization" early, the random start
+    later): for epochs ``t < weak_fraction * epochs`` the start is the fixed
+    ``delta_0 = fixed_start * eps`` on every pixel. The paper gives neither the value
+    nor the switch point; ``fixed_start = 0.5`` and ``weak_fraction`` are our choices.
+    ``weak_fraction = 0`` (default) is plain Fast. Before the first :meth:`start_epoch`
+    the start is random.
+    """
+
+    name = "fast"
+
+    def __init__(self, eps: float, weak_fraction: float = 0.0, fixed_start: float = 0.5) -> None:
+        self.eps = check_real("eps", eps, minimum=0)
+        check_real("weak_fraction", weak_fraction, minimum=0)
+        if weak_fraction > 1:
+            raise ValueError(f"weak_fraction must be a number in [0, 1], got {weak_fraction!r}")
+        check_real("fixed_start", fixed_start)
+        if not -1 <= fixed_start <= 1:
+            raise ValueError(f"fixed_start must be a number in [-1, 1] (a fraction of eps), got {fixed_start!r}")
+        self.weak_fraction = float(weak_fraction)
+        self.fixed_start = float(fixed_start)
+        self.weak = False
+
+    def start_epoch(self, t: int, epochs: int) -> None:
+        """Weak (fixed) start while ``t < weak_fraction * epochs``, random start after."""
+        check_epoch(t, epochs)
+        self.weak = t < self.weak_fraction * epochs
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan | None) -> torch.Tensor:
+        plan = _need_plan(plan, "FastMaximizer")
+        x = x.detach()
+        if self.weak:
+            start = x + self.fixed_start * self.eps
+        else:
+            start = x + torch.empty_like(x).uniform_(-self.eps, self.eps)
+        start = project(start, x, self.eps)
+        return project(start + plan.alpha * _input_grad(model, start, y, "ce").sign(), x, self.eps).detach()
+
+    def passes(self, plan: Plan | None) -> int:
+        """Extra forward+backward passes per minibatch: one."""
+        return 1
+
+
+class _EarlyExit(Exception):
+    """Raised by a forward hook to stop a forward pass after the first layer."""
+
+
+class YOPOMaximizer:
+    """YOPO-m-n (Zhang et al. 2019): ``m = plan.steps`` full passes, each followed by ``n`` cheap updates.
+
+    Full pass ``j`` (``j = 1..m``): forward at ``x + delta``, backward of the loss. Its
+    parameter gradient is accumulated (the step uses the mean over the ``m`` passes, one
+    optimizer step per minibatch), and ``g = dloss/dz`` at the output ``z`` of ``layer``
+    is kept -- YOPO's adjoint is ``p = -g``. Cheap update ``s = 1..n``: with ``g`` held
+    fixed, ``delta <- clip(delta + plan.alpha * sign(grad_delta <g, f(x + delta)>))`` where
+    ``f`` is the network up to ``layer`` (a forward and backward through that part only).
+    At the point where ``g`` was taken, ``grad_delta <g, f>`` *is* the full input gradient
+    (chain rule); later cheap steps reuse the stale ``g``. ``delta`` starts uniformly in
+    the ball for each minibatch.
+
+    ``layer`` names the submodule whose output is ``z`` (``model.get_submodule``); it
+    should hold no batch-norm (cheap passes run in train mode). For :class:`LeNet` and
+    :class:`DigitsCNN` ``"relu1"`` (conv + ReLU) matches YOPO's MNIST network; for
+    :class:`PreActResNet18` ``"conv1"``. Not reproduced: YOPO's extra Hamiltonian-based
+    update of the first layer's weights (here they get the ordinary accumulated gradient).
+
+    Amata+YOPO (the paper: raise ``K``, lower the step): ``Amata(k_min, k_max, tau)`` gives
+    ``m`` rising and ``alpha = tau / m`` falling. :meth:`passes` counts the ``m`` full
+    passes; the ``m * n`` cheap first-layer passes are in ``layer_passes``.
+    """
+
+    name = "yopo"
+    own_step = True
+
+    def __init__(self, eps: float, n: int = 10, layer: str = "relu1") -> None:
+        self.eps = check_real("eps", eps, minimum=0)
+        self.n = check_int("n", n, minimum=1)
+        if not isinstance(layer, str) or not layer:
+            raise ValueError(f"layer must be the name of a submodule, got {layer!r}")
+        self.layer = layer
+        self._passes = 0
+        self.layer_passes = 0
+
+    def _submodule(self, model: nn.Module) -> nn.Module:
+        try:
+            return model.get_submodule(self.layer)
+        except AttributeError:
+            names = [n for n, _ in model.named_modules() if n]
+            raise ValueError(f"layer {self.layer!r} is not a submodule of {type(model).__name__}; "
+                             f"its submodules: {names}") from None
+
+    def first_layer(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``f(x)``: the network run up to the output of ``layer`` only."""
+        out: list[torch.Tensor] = []
+
+        def stop(_module, _inputs, output):
+            out.append(output)
+            raise _EarlyExit
+
+        handle = self._submodule(model).register_forward_hook(stop)
+        try:
+            model(x)
+        except _EarlyExit:
+            pass
+        finally:
+            handle.remove()
+        if not out:
+            raise ValueError(f"layer {self.layer!r} was not called by {type(model).__name__}.forward")
+        return out[0]
+
+    def cheap_grad(self, model: nn.Module, x: torch.Tensor, delta: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """``grad_delta <g, f(x + delta)>``: the input gradient through the first layer with ``g`` held fixed."""
+        with torch.enable_grad():
+            delta = delta.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad((self.first_layer(model, x + delta) * g).sum(), delta)
+        return grad
+
+    def train_step(self, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                   y: torch.Tensor, plan: Plan | None, loss_scale: float = 1.0) -> torch.Tensor:
+        """``m`` full passes (accumulated parameter gradient, one step) with ``n`` cheap delta updates after each."""
+        plan = _need_plan(plan, "YOPOMaximizer")
+        x = x.detach()
+        layer = self._submodule(model)
+        captured: list[torch.Tensor] = []
+
+        def keep(_module, _inputs, output):
+            output.retain_grad()
+            captured.append(output)
+
+        delta = project(x + torch.empty_like(x).uniform_(-self.eps, self.eps), x, self.eps) - x
+        optimizer.zero_grad(set_to_none=True)
+        losses = []
+        for _ in range(plan.steps):
+            captured.clear()
+            handle = layer.register_forward_hook(keep)
+            try:
+                loss = F.cross_entropy(net(x + delta), y)
+            finally:
+                handle.remove()
+            (loss * (loss_scale / plan.steps)).backward()
+            losses.append(loss.detach())
+            g = captured[0].grad.detach()  # a positive multiple of dloss/dz: signs are unaffected
+            for _ in range(self.n):
+                delta = _delta_step(delta, self.cheap_grad(model, x, delta, g), x, plan.alpha, self.eps)
+        optimizer.step()
+        self._passes = plan.steps
+        self.layer_passes = plan.steps * self.n
+        return torch.stack(losses).mean()
+
+    def passes(self, plan: Plan | None) -> int:
+        """Full forward+backward passes of the last minibatch: ``m`` (training included)."""
+        return self._passes
+
+
+class ATTAMaximizer:
+    """ATTA (Zheng et al. 2020): adversarial perturbations stored per training example, carried across epochs.
+
+    In every epoch a minibatch's examples start from their stored ``delta`` and take
+    ``plan.steps`` PGD steps of ``plan.alpha`` (ATTA-K); the result is stored back and
+    trained on. At the start of every epoch ``t`` with ``t % reset == 0`` (``t`` counted
+    from 0) the store is cleared: an example without a stored ``delta`` starts uniformly
+    in the ball, as PGD does. Their method also transforms stored perturbations along
+    with data augmentation; the trainer's tensor datasets are not augmented, so this is
+    not needed here.
+
+    Amata+ATTA (the paper: "reduce reset to be 2 in the first five epochs"): a reset
+    every ``early_reset`` epochs while ``t < early_epochs``, every ``reset`` epochs after.
+    The store is part of :meth:`state_dict`, so it survives a resume. The trainer passes
+    the examples' dataset indices as ``index`` (``uses_index = True``).
+    """
+
+    name = "atta"
+    uses_index = True
+
+    def __init__(self, eps: float, reset: int = 10, early_reset: int | None = None, early_epochs: int = 0) -> None:
+        self.eps = check_real("eps", eps, minimum=0)
+        self.reset = check_int("reset", reset, minimum=1)
+        self.early_reset = self.reset if early_reset is None else check_int("early_reset", early_reset, minimum=1)
+        self.early_epochs = check_int("early_epochs", early_epochs, minimum=0)
+        self.delta: torch.Tensor | None = None
+        self.stored: torch.Tensor | None = None  # which rows of delta hold a perturbation
+        self._passes = 0
+
+    def reset_period(self, t: int) -> int:
+        """The reset period in force in epoch ``t``."""
+        return self.early_reset if t < self.early_epochs else self.reset
+
+    def start_epoch(self, t: int, epochs: int) -> None:
+        """Clear the store when ``t`` is a multiple of the reset period in force."""
+        check_epoch(t, epochs)
+        if t % self.reset_period(t) == 0 and self.stored is not None:
+            self.stored.zero_()
+
+    def _grow(self, size: int, like: torch.Tensor) -> None:
+        if self.delta is None:
+            self.delta = torch.zeros((0, *like.shape[1:]), dtype=like.dtype, device=like.device)
+            self.stored = torch.zeros(0, dtype=torch.bool, device=like.device)
+        if size > len(self.delta):
+            extra = size - len(self.delta)
+            self.delta = torch.cat([self.delta, self.delta.new_zeros((extra, *self.delta.shape[1:]))])
+            self.stored = torch.cat([self.stored, self.stored.new_zeros(extra)])
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan | None,
+                 index: torch.Tensor | None = None) -> torch.Tensor:
+        plan = _need_plan(plan, "ATTAMaximizer")
+        if index is None:
+            raise ValueError("index (the examples' dataset indices) is required by ATTAMaximizer")
+        x = x.detach()
+        index = torch.as_tensor(index, device=x.device).long()
+        if index.shape != (len(x),):
+            raise ValueError(f"index must hold one dataset index per example ({len(x)}), got shape "
+                             f"{tuple(index.shape)}")
+        self._grow(int(index.max()) + 1 if len(index) else 0, x)
+        fresh = torch.empty_like(x).uniform_(-self.eps, self.eps)
+        keep = self.stored[index].view(-1, *([1] * (x.dim() - 1)))
+        x_adv = project(x + torch.where(keep, self.delta[index], fresh), x, self.eps)
+        for _ in range(plan.steps):
+            x_adv = project(x_adv + plan.alpha * _input_grad(model, x_adv, y, "ce").sign(), x, self.eps)
+        self.delta[index] = x_adv - x
+        self.stored[index] = True
+        self._passes = plan.steps
+        return x_adv.detach()
+
+    def passes(self, plan: Plan | None) -> int:
+        """Extra forward+backward passes per minibatch: ``plan.steps``."""
+        return self._passes
+
+    def state_dict(self) -> dict:
+        """The stored perturbations and which examples have one."""
+        return {"delta": self.delta, "stored": self.stored}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.delta, self.stored = state["delta"], state["stored"]
