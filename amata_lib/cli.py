@@ -9,13 +9,14 @@ from pathlib import Path
 import torch
 
 from . import distributed, models
+from .maximizers import MAXIMIZERS, build_maximizer
 from .data import DATASETS, DatasetUnavailable, load
 from .experiments import available, load_config, run_experiment
 from .results import ResultError, load_run, save_run
 from .schedules import ROUNDINGS, Amata, Constant, Exponential, Schedule, Step, relative_cost
 from .training import LR_SCHEDULES, OPTIMIZERS, select_device, seed_everything, train
 
-METHODS = ("erm", "pgd", "amata", "exponential", "step")
+METHODS = ("erm", "pgd", "constant", "amata", "exponential", "step")
 
 
 class UserError(Exception):
@@ -30,8 +31,9 @@ class _Parser(argparse.ArgumentParser):
 def _schedule_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("schedule (the inner maximization's K_t and alpha_t per epoch)")
     g.add_argument("--method", choices=METHODS, default="amata",
-                   help="erm: clean training; pgd: PGD-K every epoch; amata: linear K_min -> K_max "
-                        "(Algorithm 1); exponential: geometric K_min -> K_max; step: --stages (default: amata)")
+                   help="erm: clean training; pgd (or its synonym constant): K and alpha every epoch; amata: "
+                        "linear K_min -> K_max (Algorithm 1); exponential: geometric K_min -> K_max; step: "
+                        "--stages (default: amata)")
     g.add_argument("--eps", type=float, default=None,
                    help="L-inf radius in pixel units [0, 1] (default: 0.2 digits, 0.3 mnist, 8/255 cifar10)")
     g.add_argument("--epochs", type=int, default=30, help="training epochs T (default: 30)")
@@ -44,13 +46,23 @@ def _schedule_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rounding", choices=ROUNDINGS, default="round",
                    help="how K_t is made an integer (default: round, half up)")
     g.add_argument("--stages", default="2,5,10", help="comma-separated K per stage for --method step")
+    g = p.add_argument_group("inner maximizer (what uses K_t and alpha_t)")
+    g.add_argument("--maximizer", choices=sorted(set(MAXIMIZERS) - {"clean"}), default="pgd",
+                   help="pgd (default), fosc, fat, or an Amata+ method: free (K = replays m, alpha = step), "
+                        "fast (FGSM from a random start, alpha = step), yopo (K = full passes m), atta "
+                        "(K PGD steps from the stored perturbation)")
+    g.add_argument("--maximizer-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword of the maximizer, repeatable: e.g. n=10 layer=relu1 (yopo), reset=10 "
+                        "early_reset=2 early_epochs=5 (atta), weak_fraction=0.3 (fast)")
+    g.add_argument("--detect-overfitting", action="store_true",
+                   help="also measure FGSM accuracy and flag catastrophic overfitting each evaluation")
 
 
 def _build_schedule(a: argparse.Namespace) -> Schedule | None:
     if a.method == "erm":
         return None
     tau = a.tau if a.tau is not None else 2.5 * a.eps
-    if a.method == "pgd":
+    if a.method in ("pgd", "constant"):
         alpha = a.alpha if a.alpha is not None else tau / a.k
         return Constant(a.k, alpha, a.epochs)
     if a.method == "amata":
@@ -67,10 +79,42 @@ def _build_schedule(a: argparse.Namespace) -> Schedule | None:
 DEFAULT_EPS = {"digits": 0.2, "mnist": 0.3, "cifar10": 8 / 255}
 
 
+def _value(text: str) -> object:
+    """A ``--maximizer-arg`` value: int, float, true/false/none, or the string itself."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _build_maximizer(a: argparse.Namespace):
+    """The inner maximizer of ``--maximizer`` and ``--maximizer-arg``; ``None`` means the trainer's default."""
+    if a.method == "erm":
+        if a.maximizer != "pgd" or a.maximizer_arg:
+            raise UserError("--method erm trains on clean data; drop --maximizer/--maximizer-arg")
+        return None
+    kwargs = {}
+    for item in a.maximizer_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--maximizer-arg must be KEY=VALUE, got {item!r}")
+        kwargs[key.strip().replace("-", "_")] = _value(value.strip())
+    return build_maximizer(a.maximizer, a.eps, **kwargs)
+
+
 def _cmd_train(a: argparse.Namespace) -> int:
     a.eps = DEFAULT_EPS[a.dataset] if a.eps is None else a.eps
     schedule = _build_schedule(a)
-    name = a.name or f"{a.dataset}-{a.method}-seed{a.seed}"
+    maximizer = _build_maximizer(a)
+    kind = a.method if a.maximizer == "pgd" else f"{a.method}-{a.maximizer}"
+    name = a.name or f"{a.dataset}-{kind}-seed{a.seed}"
     out = Path(a.out) if a.out else Path("data/results") / f"{name}.json"
     ckpt = Path(a.checkpoint) if a.checkpoint else Path("data/checkpoints") / f"{name}.pt"
     distributed.init_from_env(a.device)  # under torchrun: join the process group (no-op otherwise)
@@ -81,6 +125,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
         train_set = torch.utils.data.TensorDataset(*(t[:a.train_subset] for t in train_set.tensors))
     seed_everything(a.seed)
     model = models.build(a.model or models.DEFAULT_MODEL[a.dataset])
+    if hasattr(maximizer, "check_model"):
+        maximizer.check_model(model)
     config = {k: v for k, v in vars(a).items() if k not in ("func", "command")}
     config.update(model=a.model or models.DEFAULT_MODEL[a.dataset], schedule=repr(schedule),
                   train_size=len(train_set), test_size=len(test_set), world_size=distributed.world_size())
@@ -94,12 +140,15 @@ def _cmd_train(a: argparse.Namespace) -> int:
             return
         acc = "" if rec["clean_acc"] is None else (
             f" clean {100 * rec['clean_acc']:.1f}% PGD-{a.eval_steps} {100 * rec['robust_acc']:.1f}%")
+        if rec.get("fgsm_acc") is not None:
+            acc += f" FGSM {100 * rec['fgsm_acc']:.1f}%"
+            acc += " CATASTROPHIC OVERFITTING" if rec["catastrophic_overfitting"] else ""
         bar.update(1)
         bar.write(f"epoch {rec['epoch']:3d}/{a.epochs} K={rec['steps']:<3d} alpha={rec['alpha']:.4f} "
                   f"loss {rec['train_loss']:.4f}{acc} time {rec['time']:.1f}s passes {rec['passes']}")
 
     history = train(model, train_set, test_set, epochs=a.epochs, eps=a.eps, schedule=schedule,
-                    optimizer=a.optimizer, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
+                    maximizer=maximizer, detect_overfitting=a.detect_overfitting, optimizer=a.optimizer, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay,
                     lr_schedule=a.lr_schedule, batch_size=a.batch_size, seed=a.seed, device=device,
                     amp=a.amp, channels_last=a.channels_last, eval_steps=a.eval_steps,
                     eval_restarts=a.eval_restarts, eval_subset=a.eval_subset, eval_every=a.eval_every,

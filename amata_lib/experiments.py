@@ -2,10 +2,13 @@
 
 A config (``amata_lib/configs/NAME.json``) fixes the dataset, model, threat model
 ``eps``, the outer optimiser and a list of *runs* -- one per row of a table. Each run
-says how the inner maximization is scheduled (``method``: ``erm``, ``pgd`` (PGD-K with
-step ``alpha``), ``amata`` / ``exponential`` (``k_min -> k_max`` with travel ``tau``),
-``step``) and which maximizer uses the plan (``pgd``, ``fosc``, ``fat``). Its
-``choices`` field lists what the paper leaves open and what we chose.
+says how the inner maximization is scheduled (``method``: ``erm``, ``pgd`` or its
+synonym ``constant`` (the plan ``K = k``, step ``alpha`` every epoch), ``amata`` /
+``exponential`` (``k_min -> k_max`` with travel ``tau``), ``step``) and which maximizer
+uses the plan (``pgd``, ``fosc``, ``fat``, or an Amata+ method ``free``, ``fast``,
+``yopo``, ``atta`` with its ``maximizer_kwargs``); ``detect_overfitting: true`` adds
+the FGSM check for catastrophic overfitting. Its ``choices`` field lists what the
+paper leaves open and what we chose.
 
 :func:`run_experiment` trains every run (checkpointing each epoch, so an interrupted run
 resumes to the same result), evaluates the final model (clean, PGD with restarts, CW,
@@ -39,13 +42,13 @@ from .schedules import Amata, Constant, Exponential, ROUNDINGS, Schedule, Step
 from .training import LR_SCHEDULES, OPTIMIZERS, select_device, train
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-METHODS = ("erm", "pgd", "amata", "exponential", "step")
+METHODS = ("erm", "pgd", "constant", "amata", "exponential", "step")
 TOP_FIELDS = ("name", "version", "description", "dataset", "model", "eps", "epochs", "batch_size", "optimizer",
               "lr", "lr_schedule", "momentum", "weight_decay", "seed", "eval", "runs", "choices")
 EVAL_FIELDS = ("pgd_steps", "pgd_restarts", "cw_steps", "autoattack_n", "every", "subset")
-METHOD_FIELDS = {"erm": (), "pgd": ("k", "alpha"), "amata": ("k_min", "k_max", "tau"),
+METHOD_FIELDS = {"erm": (), "pgd": ("k", "alpha"), "constant": ("k", "alpha"), "amata": ("k_min", "k_max", "tau"),
                  "exponential": ("k_min", "k_max", "tau"), "step": ("stages", "tau")}
-RUN_OPTIONAL = ("maximizer", "maximizer_kwargs", "rounding")
+RUN_OPTIONAL = ("maximizer", "maximizer_kwargs", "rounding", "detect_overfitting")
 AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 Log = Callable[[str], None]
@@ -126,7 +129,7 @@ def _validate_run(i: int, run: Any) -> dict:
     method = _choice(f"{where}.method", run.get("method"), METHODS)
     run = _fields(where, run, ("name", "method") + METHOD_FIELDS[method], RUN_OPTIONAL)
     out: dict[str, Any] = {"name": _name(f"{where}.name", run["name"]), "method": method}
-    if method == "pgd":
+    if method in ("pgd", "constant"):
         out["k"] = _integer(f"{where}.k", run["k"])
         out["alpha"] = _number(f"{where}.alpha", run["alpha"], strict=True)
     elif method in ("amata", "exponential"):
@@ -147,11 +150,17 @@ def _validate_run(i: int, run: Any) -> dict:
             raise ConfigError(f"field {where + '.maximizer'!r}: method 'erm' trains on clean data, "
                               f"got maximizer {run.get('maximizer')!r}")
         return out
-    out["maximizer"] = _choice(f"{where}.maximizer", run.get("maximizer", "pgd"), ("pgd", "fosc", "fat"))
+    out["maximizer"] = _choice(f"{where}.maximizer", run.get("maximizer", "pgd"),
+                               sorted(set(maximizers.MAXIMIZERS) - {"clean"}))
     kwargs = run.get("maximizer_kwargs", {})
     if not isinstance(kwargs, dict):
         raise ConfigError(f"field {where + '.maximizer_kwargs'!r} must be an object, got {kwargs!r:.60}")
     out["maximizer_kwargs"] = dict(kwargs)
+    if "detect_overfitting" in run:  # only when given, so older results keep matching their config
+        if not isinstance(run["detect_overfitting"], bool):
+            raise ConfigError(f"field {where + '.detect_overfitting'!r} must be true or false, "
+                              f"got {run['detect_overfitting']!r}")
+        out["detect_overfitting"] = run["detect_overfitting"]
     return out
 
 
@@ -191,6 +200,11 @@ def validate_config(raw: Any, source: str = "config") -> dict:
         if not isinstance(cfg["runs"], list) or not cfg["runs"]:
             raise ConfigError(f"field 'runs' must be a non-empty list, got {cfg['runs']!r:.60}")
         out["runs"] = [_validate_run(i, r) for i, r in enumerate(cfg["runs"])]
+        for i, run in enumerate(out["runs"]):
+            try:
+                build_run_maximizer(run, out["eps"])
+            except ValueError as exc:
+                raise ConfigError(f"field 'runs[{i}].maximizer_kwargs': {exc}") from None
         names = [r["name"] for r in out["runs"]]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -266,7 +280,7 @@ def build_schedule(run: dict, epochs: int) -> Schedule | None:
     method = run["method"]
     if method == "erm":
         return None
-    if method == "pgd":
+    if method in ("pgd", "constant"):
         return Constant(run["k"], run["alpha"], epochs)
     if method == "amata":
         return Amata(run["k_min"], run["k_max"], run["tau"], epochs, rounding=run["rounding"])
@@ -358,6 +372,8 @@ def _epoch_line(run: str, epochs: int, log: Log) -> Callable[[dict, torch.nn.Mod
     def line(rec: dict, _model: torch.nn.Module) -> None:
         acc = "" if rec["clean_acc"] is None else (
             f" clean {rec['clean_acc']:.1%} robust {rec['robust_acc']:.1%}")
+        if rec.get("fgsm_acc") is not None:
+            acc += f" FGSM {rec['fgsm_acc']:.1%}" + (" CATASTROPHIC OVERFITTING" if rec["catastrophic_overfitting"] else "")
         log(f"[{run}] epoch {rec['epoch']:3d}/{epochs} K={rec['steps']:<3d} loss {rec['train_loss']:.4f}"
             f"{acc} time {rec['time']:.1f}s passes {rec['passes']}")
     return line
@@ -388,7 +404,7 @@ def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset],
                     weight_decay=cfg["weight_decay"], lr_schedule=cfg["lr_schedule"],
                     batch_size=cfg["batch_size"], seed=cfg["seed"], device=device,
                     eval_steps=ev["pgd_steps"], eval_subset=ev["subset"], eval_every=ev["every"],
-                    checkpoint=ckpt, callback=_epoch_line(run["name"], cfg["epochs"], log) if log else None)
+                    detect_overfitting=run.get("detect_overfitting", False), checkpoint=ckpt, callback=_epoch_line(run["name"], cfg["epochs"], log) if log else None)
     test_eval = TensorDataset(*(t[:ev["subset"]] for t in test_set.tensors)) if ev["subset"] else test_set
     config.update(data_file(cfg["dataset"], data_path), train_size=len(train_set), test_size=len(test_set),
                   eval_size=len(test_eval))

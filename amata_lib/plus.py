@@ -203,6 +203,10 @@ class YOPOMaximizer:
             raise ValueError(f"layer {self.layer!r} is not a submodule of {type(model).__name__}; "
                              f"its submodules: {names}") from None
 
+    def check_model(self, model: nn.Module) -> None:
+        """Raise ValueError unless ``layer`` names a submodule of ``model``."""
+        self._submodule(model)
+
     def first_layer(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """``f(x)``: the network run up to the output of ``layer`` only."""
         out: list[torch.Tensor] = []

@@ -424,6 +424,8 @@ def train(
     world, rank = distributed.world_size(), distributed.rank()
     _check_shards(len(train_set), batch_size, world)
     _check_maximizer(maximizer, schedule, train_set, world)
+    if hasattr(maximizer, "check_model"):
+        maximizer.check_model(model)
     if maximizer is None:
         maximizer = Clean() if schedule is None else PGDMaximizer(eps)
     own_step = bool(getattr(maximizer, "own_step", False))

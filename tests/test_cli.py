@@ -97,3 +97,32 @@ def test_torchrun_trains_data_parallel_and_rank_0_alone_writes(tmp_path):
     run = load_run(tmp_path / "data" / "results" / "ddp.json")
     assert run["config"]["world_size"] == 2 and [h["steps"] for h in run["history"]] == [1, 2, 2, 3]
     assert not (tmp_path / "data" / "checkpoints" / "ddp.pt").exists()
+
+
+def test_train_with_an_amata_plus_maximizer(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--method", "amata", "--k-min", "2", "--k-max", "4", "--tau", "0.4", "--maximizer", "free",
+            "--epochs", "2", "--train-subset", "256", "--batch-size", "128", "--eval-subset", "50", "--no-progress",
+            "--detect-overfitting"]
+    assert main(args) == 0
+    run = load_run(tmp_path / "data" / "results" / "digits-amata-free-seed0.json")
+    assert run["config"]["maximizer"] == "free" and run["config"]["detect_overfitting"] is True
+    # m replays per minibatch, 2 minibatches; Amata(2, 4) over 2 epochs gives m = 2, 3
+    assert [h["steps"] for h in run["history"]] == [2, 3]
+    assert [h["passes"] for h in run["history"]] == [2 * 2, 2 * 2 + 3 * 2]
+    assert run["history"][-1]["fgsm_acc"] is not None
+    assert "FGSM" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--maximizer", "atta", "--maximizer-arg", "reset"], "--maximizer-arg must be KEY=VALUE, got 'reset'"),
+    (["--maximizer", "atta", "--maximizer-arg", "m=3"], "maximizer 'atta' has no parameter 'm'"),
+    (["--maximizer", "yopo", "--maximizer-arg", "layer=conv9"], "layer 'conv9' is not a submodule of DigitsCNN"),
+    (["--method", "erm", "--maximizer", "free"], "--method erm trains on clean data"),
+    (["--maximizer", "fast", "--maximizer-arg", "weak_fraction=2"], "weak_fraction must be a number in [0, 1]"),
+])
+def test_maximizer_mistakes_give_one_line(tmp_path, extra, match):
+    out = cli("train", "--epochs", "1", "--no-progress", *extra, cwd=tmp_path)
+    assert out.returncode == 2
+    assert match in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1

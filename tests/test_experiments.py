@@ -197,3 +197,56 @@ def test_kill_9_resume_skip_and_stored_result(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ref_dir)
     assert main(SMOKE[:-1] + ["20"]) == 2  # same folder, different settings: refused
     assert "was made with other settings (fields ['eval', 'overrides'])" in capsys.readouterr().err
+
+
+def test_plus_configs_pair_each_method_with_its_amata_change():
+    from amata_lib.plus import ATTAMaximizer, FastMaximizer, FreeMaximizer, YOPOMaximizer
+    for name, eps in (("mnist-plus", 0.3), ("digits-plus", 0.2)):
+        cfg = load_config(name)
+        assert cfg["eps"] == eps
+        runs = {r["name"]: r for r in cfg["runs"]}
+        plans = {n: build_schedule(r, cfg["epochs"]).plans() for n, r in runs.items()}
+        free = plans["amata-free-2-4"]  # m 2 -> 4, step eps -> eps / 2
+        assert (free[0].steps, free[-1].steps) == (2, 4)
+        assert (free[0].alpha, free[-1].alpha) == pytest.approx((eps, eps / 2))
+        assert {p.alpha for p in plans["free-4"]} == {eps}
+        assert isinstance(build_run_maximizer(runs["free-4"], eps), FreeMaximizer)
+        fast, amata_fast = (build_run_maximizer(runs[n], eps) for n in ("fast", "amata-fast"))
+        assert isinstance(fast, FastMaximizer) and fast.weak_fraction == 0 and amata_fast.weak_fraction > 0
+        assert runs["fast"]["detect_overfitting"] and {p.alpha for p in plans["fast"]} == {1.25 * eps}
+        yopo_name = [n for n in runs if n.startswith("yopo-")][0]
+        yopo = build_run_maximizer(runs[yopo_name], eps)
+        assert isinstance(yopo, YOPOMaximizer) and yopo.layer == "relu1"
+        for run in (yopo_name, "amata-yopo-2-5"):  # travel m * n * sigma = 2.5 eps for every plan
+            assert all(p.steps * yopo.n * p.alpha == pytest.approx(2.5 * eps, rel=1e-3) for p in plans[run])
+        atta = build_run_maximizer(runs["amata-atta-1"], eps)
+        assert isinstance(atta, ATTAMaximizer)
+        assert [atta.reset_period(t) for t in range(7)] == [2] * 5 + [10] * 2
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("maximizer_kwargs", {"reset": 0}, r"field 'runs\[8\].maximizer_kwargs': reset must be an integer >= 1"),
+    ("maximizer_kwargs", {"m": 4}, r"field 'runs\[8\].maximizer_kwargs': maximizer 'atta' has no parameter 'm'"),
+    ("detect_overfitting", "yes", r"field 'runs\[8\].detect_overfitting' must be true or false"),
+])
+def test_bad_plus_run_names_the_field(tmp_path, field, value, match):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(_edit(_raw("digits-plus"), ("runs", 8, field), value)))
+    with pytest.raises(ConfigError, match=match):
+        load_config(str(bad))
+
+
+def test_plus_experiment_runs_and_records_overfitting_checks(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["experiment", "digits-plus", "--runs", "amata-fast,amata-yopo-2-5", "--epochs", "2",
+            "--train-subset", "300", "--eval-subset", "50", "--autoattack-n", "20"]
+    assert main(args) == 0
+    folder = tmp_path / "data" / "results" / "digits-plus-reduced"
+    fast = json.loads((folder / "amata-fast.json").read_text())
+    assert all(0 <= h["fgsm_acc"] <= 1 and h["catastrophic_overfitting"] is False for h in fast["history"])
+    assert fast["history"][-1]["passes"] == 2 * 3 * 2  # (FGSM + training) x 3 minibatches x 2 epochs
+    yopo = json.loads((folder / "amata-yopo-2-5.json").read_text())
+    # Amata(2, 5) over 2 epochs: K = 2, then 3.5 rounded half up to 4; m full passes per minibatch
+    assert [h["steps"] for h in yopo["history"]] == [2, 4] and yopo["history"][-1]["passes"] == 3 * (2 + 4)
+    assert "fgsm_acc" not in yopo["history"][0]
+    assert "FGSM" in capsys.readouterr().out

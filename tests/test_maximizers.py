@@ -180,12 +180,15 @@ def test_trainer_calls_start_epoch_and_sums_fractional_passes(digits):
 
 
 def test_registry_builds_every_name():
-    assert set(MAXIMIZERS) == {"clean", "pgd", "fosc", "fat"}
+    assert set(MAXIMIZERS) == {"clean", "pgd", "fosc", "fat", "free", "fast", "yopo", "atta"}
     assert isinstance(build_maximizer("clean", EPS), Clean)
     assert isinstance(build_maximizer("pgd", EPS, random_start=False), PGDMaximizer)
     fosc_m = build_maximizer("fosc", EPS, c_max=0.3, t_prime_fraction=0.5)
     assert isinstance(fosc_m, FOSCMaximizer) and fosc_m.c_max == 0.3 and fosc_m.eps == EPS
     assert build_maximizer("fat", EPS, tau_fat=2).tau == 2
+    yopo = build_maximizer("yopo", EPS, n=5, layer="conv1")
+    assert (yopo.n, yopo.layer, yopo.eps) == (5, "conv1", EPS)
+    assert build_maximizer("atta", EPS, reset=3, early_reset=2, early_epochs=4).reset_period(3) == 2
 
 
 @pytest.mark.parametrize("name, kwargs, match", [

@@ -1,0 +1,290 @@
+"""Amata+ methods: Free, Fast, YOPO-m-n and ATTA as inner maximizers of the trainer."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Subset, TensorDataset
+
+from amata_lib import Amata, Constant, DigitsCNN, Plan, build_maximizer, train
+from amata_lib.attacks import _input_grad
+from amata_lib.evaluation import catastrophic_overfitting
+from amata_lib.plus import ATTAMaximizer, FastMaximizer, FreeMaximizer, YOPOMaximizer
+
+EPS = 0.2
+
+
+def _batch(n=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+class Counter:
+    """Counts what a model really computes: full forwards/backwards (through ``fc2``), first-layer forwards,
+    optimizer steps, and every input the model sees."""
+
+    def __init__(self, model, optimizer=None):
+        self.full_fwd = self.full_bwd = self.layer_fwd = self.steps = 0
+        self.inputs = []
+        model.fc2.register_forward_hook(lambda *a: self._add("full_fwd"))
+        model.fc2.register_full_backward_hook(lambda *a: self._add("full_bwd"))
+        model.relu1.register_forward_hook(lambda *a: self._add("layer_fwd"))
+        model.register_forward_pre_hook(lambda _m, args: self.inputs.append(args[0].detach().clone()))
+        if optimizer is not None:
+            optimizer.register_step_post_hook(lambda *a: self._add("steps"))
+
+    def _add(self, key):
+        setattr(self, key, getattr(self, key) + 1)
+
+
+def _assert_in_ball(inputs, x):
+    for xa in inputs:
+        assert (xa - x).abs().max() <= EPS + 1e-6
+        assert xa.min() >= 0 and xa.max() <= 1
+
+
+# ----------------------------------------------------------------------------- perturb-then-step
+
+
+@pytest.mark.parametrize("make, plan", [
+    (lambda: FastMaximizer(EPS), Plan(1, 1.25 * EPS)),
+    (lambda: ATTAMaximizer(EPS), Plan(3, 0.07)),
+])
+def test_perturbing_methods_stay_in_ball_and_count_their_passes(make, plan):
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    x, y = _batch()
+    maximizer = make()
+    counter = Counter(model)
+    extra = {"index": torch.arange(len(x))} if getattr(maximizer, "uses_index", False) else {}
+    x_adv = maximizer(model, x, y, plan, **extra)
+    _assert_in_ball([x_adv], x)
+    assert (x_adv - x).abs().max() > EPS / 2  # it moved
+    assert counter.full_fwd == counter.full_bwd == maximizer.passes(plan)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_fast_weak_start_is_fixed_and_random_start_is_not():
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    x, y = _batch()
+    fast = FastMaximizer(EPS, weak_fraction=0.5, fixed_start=0.5)
+    plan = Plan(1, 1.25 * EPS)
+    fast.start_epoch(0, 4)
+    assert fast.weak
+    a, b = fast(model, x, y, plan), fast(model, x, y, plan)
+    assert torch.equal(a, b)
+    start = (x + 0.5 * EPS).clamp(0, 1)
+    expected = torch.min(torch.max(start + 1.25 * EPS * _input_grad(model, start, y, "ce").sign(), x - EPS),
+                         x + EPS).clamp(0, 1)
+    assert torch.allclose(a, expected)
+    fast.start_epoch(2, 4)  # 2 >= 0.5 * 4: random start from now on
+    assert not fast.weak
+    assert not torch.equal(fast(model, x, y, plan), fast(model, x, y, plan))
+
+
+def test_atta_carries_perturbations_across_calls_and_resets():
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    x, y = _batch(8)
+    atta = ATTAMaximizer(EPS, reset=4, early_reset=2, early_epochs=3)
+    idx = torch.tensor([5, 0, 7, 2, 9, 11, 3, 1])
+    first = atta(model, x, y, Plan(2, 0.05), index=idx)
+    assert torch.equal(atta.delta[idx], first - x) and atta.stored[idx].all()
+    assert not atta.stored[[4, 6, 8, 10]].any()
+    # a tiny step from the stored point: the second call starts where the first ended
+    again = atta(model, x, y, Plan(1, 1e-6), index=idx)
+    assert (again - first).abs().max() <= 1e-6 + 1e-7
+    assert [atta.reset_period(t) for t in range(6)] == [2, 2, 2, 4, 4, 4]
+    atta.start_epoch(1, 10)
+    assert atta.stored[idx].all()  # epoch 1: no reset
+    atta.start_epoch(2, 10)  # 2 % 2 == 0 during the early epochs: cleared
+    assert not atta.stored.any()
+    atta(model, x, y, Plan(1, 0.05), index=idx)
+    atta.start_epoch(3, 10)  # 3 % 4 != 0: kept
+    assert atta.stored[idx].all()
+    atta.start_epoch(4, 10)
+    assert not atta.stored.any()
+
+
+def test_atta_needs_indices_and_a_tensor_dataset(digits):
+    model = DigitsCNN().eval()
+    x, y = _batch(4)
+    with pytest.raises(ValueError, match="index"):
+        ATTAMaximizer(EPS)(model, x, y, Plan(1, 0.05))
+    with pytest.raises(ValueError, match="index must hold one"):
+        ATTAMaximizer(EPS)(model, x, y, Plan(1, 0.05), index=torch.arange(3))
+    train_set = Subset(digits[0], range(64))
+    with pytest.raises(ValueError, match="TensorDataset"):
+        train(DigitsCNN(), train_set, digits[1], epochs=1, eps=EPS, schedule=Constant(1, 0.05, 1),
+              maximizer=ATTAMaximizer(EPS))
+
+
+# ----------------------------------------------------------------------------- own-step methods
+
+
+def test_free_replays_m_times_with_one_pass_and_one_step_each():
+    torch.manual_seed(0)
+    model = DigitsCNN().train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    counter = Counter(model, opt)
+    x, y = _batch()
+    free = FreeMaximizer(EPS)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = free.train_step(model, model, opt, x, y, Plan(4, EPS))
+    assert counter.full_fwd == counter.full_bwd == counter.steps == free.passes(Plan(4, EPS)) == 4
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    _assert_in_ball(counter.inputs, x)
+    assert torch.equal(counter.inputs[0], x)  # delta starts at zero
+    # the perturbation is carried to the next minibatch (first rows of a smaller one)
+    carried = free.delta.clone()
+    assert carried.abs().max() > 0
+    counter.inputs.clear()
+    free.train_step(model, model, opt, x[:8], y[:8], Plan(1, EPS))
+    assert torch.allclose(counter.inputs[0], (x[:8] + carried[:8]).clamp(0, 1))
+
+
+def test_yopo_counts_full_and_cheap_passes_and_steps_once():
+    torch.manual_seed(0)
+    model = DigitsCNN().train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    counter = Counter(model, opt)
+    x, y = _batch()
+    yopo = YOPOMaximizer(EPS, n=3)
+    plan = Plan(5, 0.02)
+    yopo.train_step(model, model, opt, x, y, plan)
+    assert counter.full_fwd == counter.full_bwd == yopo.passes(plan) == 5
+    assert counter.layer_fwd == 5 + 5 * 3 and yopo.layer_passes == 15
+    assert counter.steps == 1
+    _assert_in_ball(counter.inputs, x)
+
+
+def test_yopo_first_layer_gradient_is_the_chain_rule_input_gradient():
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    x, y = _batch(12)
+    delta = torch.empty_like(x).uniform_(-EPS, EPS)
+    captured = []
+
+    def keep(_module, _inputs, out):
+        out.retain_grad()
+        captured.append(out)
+
+    handle = model.relu1.register_forward_hook(keep)
+    F.cross_entropy(model(x + delta), y, reduction="sum").backward()
+    handle.remove()
+    g = captured[0].grad
+    yopo = YOPOMaximizer(EPS, layer="relu1")
+    full = _input_grad(model, x + delta, y, "ce")
+    assert torch.allclose(yopo.cheap_grad(model, x, delta, g), full, atol=1e-6)
+    # with g held fixed, a moved delta gives a different (stale) gradient, as YOPO intends
+    moved = yopo.cheap_grad(model, x, delta + 0.1, g)
+    assert not torch.allclose(moved, _input_grad(model, x + delta + 0.1, y, "ce"), atol=1e-6)
+
+
+def test_yopo_rejects_a_missing_layer():
+    model = DigitsCNN()
+    x, y = _batch(4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="not a submodule"):
+        YOPOMaximizer(EPS, layer="conv9").train_step(model, model, opt, x, y, Plan(1, 0.1))
+    with pytest.raises(ValueError, match="n must be an integer"):
+        YOPOMaximizer(EPS, n=0)
+
+
+# ----------------------------------------------------------------------------- with the trainer
+
+
+def _small(digits, n=300):
+    return TensorDataset(*(t[:n] for t in digits[0].tensors)), TensorDataset(*(t[:100] for t in digits[1].tensors))
+
+
+@pytest.mark.parametrize("name, schedule, per_batch", [
+    ("free", Constant(3, EPS, 2), [3, 3]),  # m replays, no separate training pass
+    ("yopo", Amata(2, 4, 0.1, 2), [2, 3]),  # m = K_t full passes (Amata: 2 then 3)
+    ("fast", Constant(1, 0.25, 2), [2, 2]),  # one FGSM pass + one training pass
+    ("atta", Constant(2, 0.05, 2), [3, 3]),  # K PGD steps + one training pass
+])
+def test_trainer_pass_accounting(digits, name, schedule, per_batch):
+    if name == "yopo":
+        assert [schedule(t).steps for t in range(2)] == per_batch
+    train_set, test_set = _small(digits)
+    kwargs = {"n": 2} if name == "yopo" else {}
+    torch.manual_seed(0)
+    history = train(DigitsCNN(), train_set, test_set, epochs=2, eps=EPS, schedule=schedule,
+                    maximizer=build_maximizer(name, EPS, **kwargs), batch_size=100, eval_every=2)
+    n_batches = 3
+    assert [h["passes"] for h in history] == [n_batches * per_batch[0], n_batches * sum(per_batch)]
+    assert all(h["train_loss"] > 0 for h in history)
+
+
+@pytest.mark.parametrize("name, schedule", [
+    ("free", Amata(2, 4, 2 * EPS, 3)),
+    ("atta", Constant(1, 0.05, 3)),
+])
+def test_carried_state_survives_a_resume(digits, tmp_path, name, schedule):
+    train_set, test_set = _small(digits)
+
+    def run(ckpt=None, callback=None):
+        torch.manual_seed(1)
+        model = DigitsCNN()
+        maximizer = build_maximizer(name, EPS)
+        history = train(model, train_set, test_set, epochs=3, eps=EPS, schedule=schedule, maximizer=maximizer,
+                        batch_size=64, seed=1, checkpoint=ckpt, callback=callback)
+        return model, maximizer, history
+
+    ref_model, ref_max, ref = run()
+
+    def crash(rec, model):
+        if rec["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(ckpt, crash)
+    saved = torch.load(ckpt, weights_only=False)["maximizer"]
+    assert saved["delta"] is not None and saved["delta"].abs().max() > 0
+    model, maximizer, history = run(ckpt)
+    assert [h["train_loss"] for h in history] == [h["train_loss"] for h in ref]
+    assert torch.equal(maximizer.delta, ref_max.delta)
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_maximizer_without_schedule_is_an_error(digits):
+    with pytest.raises(ValueError, match="needs a schedule"):
+        train(DigitsCNN(), *_small(digits), epochs=1, eps=EPS, maximizer=FreeMaximizer(EPS))
+
+
+def test_overfitting_detection_records(digits):
+    torch.manual_seed(0)
+    history = train(DigitsCNN(), *_small(digits), epochs=2, eps=EPS, schedule=Constant(1, 0.25, 2),
+                    maximizer=FastMaximizer(EPS), eval_every=2, detect_overfitting=True)
+    assert history[0]["fgsm_acc"] is None and history[0]["catastrophic_overfitting"] is None
+    assert 0 <= history[1]["fgsm_acc"] <= 1 and history[1]["catastrophic_overfitting"] is False
+
+
+@pytest.mark.parametrize("pgd, fgsm, flagged", [
+    ([0.40, 0.45, 0.10], [0.50, 0.55, 0.80], True),   # PGD collapses while FGSM rises
+    ([0.40, 0.45, 0.10], [0.50, 0.55, 0.20], False),  # both fall: not the overfitting symptom
+    ([0.40, 0.45, 0.30], [0.50, 0.55, 0.80], False),  # a 15-point dip is under the 20-point threshold
+    ([0.40, 0.45, 0.46], [0.50, 0.55, 0.60], False),
+])
+def test_catastrophic_overfitting_rule(pgd, fgsm, flagged):
+    history = [{"robust_acc": p, "fgsm_acc": f} for p, f in zip(pgd, fgsm)]
+    assert catastrophic_overfitting(history) is flagged
+    assert catastrophic_overfitting(history + [{"robust_acc": None, "fgsm_acc": None}]) is False
+    with pytest.raises(ValueError, match="drop"):
+        catastrophic_overfitting(history, drop=0)
+
+
+@pytest.mark.parametrize("name, kwargs, field", [
+    ("fast", {"weak_fraction": 1.5}, "weak_fraction"),
+    ("fast", {"fixed_start": 2.0}, "fixed_start"),
+    ("atta", {"reset": 0}, "reset"),
+    ("atta", {"early_reset": 0}, "early_reset"),
+    ("yopo", {"layer": ""}, "layer"),
+    ("free", {"n": 3}, "has no parameter 'n'"),
+])
+def test_bad_plus_arguments(name, kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        build_maximizer(name, EPS, **kwargs)
