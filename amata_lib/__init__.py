@@ -12,12 +12,13 @@ from .evaluation import (accuracy, autoattack_accuracy, cw_accuracy, pgd_accurac
                          time_to_target)
 from .maximizers import MAXIMIZERS, Clean, FATMaximizer, FOSCMaximizer, PGDMaximizer, build_maximizer
 from .models import DigitsCNN, LeNet, PreActResNet18
+from .plus import ATTAMaximizer, FastMaximizer, FreeMaximizer, YOPOMaximizer
 from .results import ResultError, load_run, save_run
 from .schedules import Amata, Constant, Exponential, FromFunction, Plan, Schedule, Step, relative_cost
 from .training import select_device, train
 
 __all__ = [
-    "MAXIMIZERS", "FATMaximizer", "FOSCMaximizer", "autoattack_accuracy", "build_maximizer", "robustness_report",
+    "ATTAMaximizer", "FastMaximizer", "FreeMaximizer", "YOPOMaximizer", "MAXIMIZERS", "FATMaximizer", "FOSCMaximizer", "autoattack_accuracy", "build_maximizer", "robustness_report",
     "Amata", "Clean", "Constant", "DatasetUnavailable", "DigitsCNN", "Exponential", "FromFunction",
     "LeNet", "PGDMaximizer", "Plan", "PreActResNet18", "ResultError", "Schedule", "Step", "accuracy",
     "cw_accuracy", "cw_loss", "fgsm", "load", "load_run", "pgd", "pgd_accuracy", "relative_cost",

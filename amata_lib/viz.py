@@ -95,3 +95,61 @@ def show_adversarial_grid(
         axes[row, 0].set_ylabel(name)
     fig.colorbar(delta, ax=axes[2, :].tolist(), shrink=0.8, label=r"$x_{adv} - x$")
     return fig
+
+
+PASS_KINDS = {  # kind -> (width in full passes, colour, legend text)
+    "attack": (1.0, "tab:red", "full pass: input gradient (attack)"),
+    "train": (1.0, "tab:blue", "full pass: parameter gradient"),
+    "both": (1.0, "tab:purple", "full pass: both gradients"),
+    "layer": (0.25, "tab:orange", "first layer only (YOPO)"),
+}
+
+
+def inner_loop_events(method: str, *, k: int = 1, m: int = 1, n: int = 1) -> list[tuple[str, bool]]:
+    """One minibatch of ``method`` as its passes in order: ``(kind, parameter step after it)``.
+
+    ``pgd`` / ``atta``: ``k`` attack passes then one training pass; ``fast``: one of each;
+    ``free``: ``m`` passes each giving both gradients, a step after each; ``yopo``: ``m``
+    such passes each followed by ``n`` first-layer passes, one step at the end.
+    """
+    if method in ("pgd", "atta"):
+        return [("attack", False)] * k + [("train", True)]
+    if method == "fast":
+        return [("attack", False), ("train", True)]
+    if method == "free":
+        return [("both", True)] * m
+    if method == "yopo":
+        events = []
+        for _ in range(m):
+            events += [("both", False)] + [("layer", False)] * n
+        events[-1] = ("layer", True)
+        return events
+    raise ValueError(f"method must be one of ('pgd', 'atta', 'fast', 'free', 'yopo'), got {method!r}")
+
+
+def plot_inner_loops(rows: dict[str, list[tuple[str, bool]]], *, title: str | None = None) -> Figure:
+    """One minibatch per row as a timeline of passes (bar width = cost) with a mark at each parameter step."""
+    if not rows:
+        raise ValueError("rows must name at least one method")
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(rows) + 1.4))
+    for i, events in enumerate(rows.values()):
+        y, x = len(rows) - 1 - i, 0.0
+        for kind, step in events:
+            if kind not in PASS_KINDS:
+                raise ValueError(f"pass kind must be one of {sorted(PASS_KINDS)}, got {kind!r}")
+            width, colour, _ = PASS_KINDS[kind]
+            ax.barh(y, width * 0.92, left=x, height=0.5, color=colour)
+            x += width
+            if step:
+                ax.plot(x - 0.04, y + 0.36, marker="v", color="black", ms=6)
+    ax.set_yticks(range(len(rows)), list(rows)[::-1])
+    ax.set_xlabel("cost of one minibatch, in full forward+backward passes")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for _, c, _ in PASS_KINDS.values()]
+    handles.append(plt.Line2D([], [], marker="v", color="black", ls=""))
+    ax.legend(handles, [t for _, _, t in PASS_KINDS.values()] + ["parameter step"], loc="upper center",
+              bbox_to_anchor=(0.5, -0.28), ncol=3, fontsize=8, frameon=False)
+    ax.set_ylim(-0.6, len(rows) - 0.2)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -74,3 +74,29 @@ def test_bad_input_raises_value_error(grid_inputs, change, message):
     args = change({"x": x, "x_adv": x_adv, "p_clean": p_clean, "p_adv": p_adv, "eps": 0.1, "y": None})
     with pytest.raises(ValueError, match=message):
         show_adversarial_grid(args["x"], args["x_adv"], args["p_clean"], args["p_adv"], eps=args["eps"], y=args["y"])
+
+
+@pytest.mark.parametrize("method, params, full, steps", [
+    ("pgd", {"k": 10}, 11, 1), ("atta", {"k": 1}, 2, 1), ("fast", {}, 2, 1),
+    ("free", {"m": 4}, 4, 4), ("yopo", {"m": 5, "n": 10}, 5, 1),
+])
+def test_inner_loop_events_match_the_trainers_accounting(method, params, full, steps):
+    from amata_lib.viz import inner_loop_events
+    events = inner_loop_events(method, **params)
+    assert sum(kind != "layer" for kind, _ in events) == full
+    assert sum(step for _, step in events) == steps and events[-1][1]
+    if method == "yopo":
+        assert sum(kind == "layer" for kind, _ in events) == 50
+
+
+def test_plot_inner_loops_draws_one_bar_per_pass():
+    from amata_lib.viz import inner_loop_events, plot_inner_loops
+    rows = {"PGD-3": inner_loop_events("pgd", k=3), "Free-2": inner_loop_events("free", m=2)}
+    fig = plot_inner_loops(rows, title="t")
+    ax = fig.axes[0]
+    assert len(ax.patches) == 4 + 2
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["Free-2", "PGD-3"]
+    with pytest.raises(ValueError, match="method must be one of"):
+        inner_loop_events("sgd")
+    with pytest.raises(ValueError, match="rows"):
+        plot_inner_loops({})
