@@ -223,3 +223,38 @@ def test_two_processes_equal_one_process_with_the_global_batch(digits, tmp_path)
     assert untimed(ranks[0]["resumed"]) == untimed(ranks[0]["history"])
     for name, value in ranks[0]["state"].items():
         assert torch.equal(value, ranks[0]["resumed_state"][name])
+
+
+def _plus_worker(rank, world, port, out):
+    import os
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    assert distributed.init_from_env("cpu")
+    from amata_lib.plus import FreeMaximizer, YOPOMaximizer
+    digits = load("digits")
+    states = {}
+    for name, maximizer in (("free", FreeMaximizer(0.2)), ("yopo", YOPOMaximizer(0.2, n=2))):
+        torch.manual_seed(0)
+        model = DigitsCNN()
+        history = train(model, *digits, epochs=1, eps=0.2, schedule=Constant(2, 0.1, 1), maximizer=maximizer,
+                        batch_size=BATCH, eval_subset=100, device="cpu")
+        states[name] = (history, model.state_dict())
+    torch.save(states, out / f"plus{rank}.pt")
+    distributed.shutdown()
+
+
+def test_own_step_methods_train_data_parallel(tmp_path):
+    """Free and YOPO take their parameter steps through DDP: every rank ends with the same weights.
+
+    Not compared with one process: their random starts and Free's carried perturbation are per rank.
+    """
+    mp.spawn(_plus_worker, args=(2, _free_port(), tmp_path), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"plus{r}.pt", weights_only=False) for r in range(2)]
+    for name in ("free", "yopo"):
+        (h0, s0), (h1, s1) = ranks[0][name], ranks[1][name]
+        assert h0 == h1 and h0[-1]["passes"] == 11 * 2  # 11 global minibatches, m = 2 full passes each
+        start = DigitsCNN().state_dict()
+        for key, value in s0.items():
+            assert torch.equal(value, s1[key])
+        assert any(not torch.equal(s0[k], start[k]) for k in start)
