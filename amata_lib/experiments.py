@@ -145,6 +145,11 @@ def _validate_run(i: int, run: Any) -> dict:
         out["stages"] = [_integer(f"{where}.stages[{j}]", k) for j, k in enumerate(stages)]
     if "tau" in METHOD_FIELDS[method]:
         out["tau"] = _number(f"{where}.tau", run["tau"], strict=True)
+    if "detect_overfitting" in run:  # only when given, so older results keep matching their config
+        if not isinstance(run["detect_overfitting"], bool):
+            raise ConfigError(f"field {where + '.detect_overfitting'!r} must be true or false, "
+                              f"got {run['detect_overfitting']!r}")
+        out["detect_overfitting"] = run["detect_overfitting"]
     if method == "erm":
         if run.get("maximizer", "clean") != "clean" or run.get("maximizer_kwargs"):
             raise ConfigError(f"field {where + '.maximizer'!r}: method 'erm' trains on clean data, "
@@ -156,11 +161,6 @@ def _validate_run(i: int, run: Any) -> dict:
     if not isinstance(kwargs, dict):
         raise ConfigError(f"field {where + '.maximizer_kwargs'!r} must be an object, got {kwargs!r:.60}")
     out["maximizer_kwargs"] = dict(kwargs)
-    if "detect_overfitting" in run:  # only when given, so older results keep matching their config
-        if not isinstance(run["detect_overfitting"], bool):
-            raise ConfigError(f"field {where + '.detect_overfitting'!r} must be true or false, "
-                              f"got {run['detect_overfitting']!r}")
-        out["detect_overfitting"] = run["detect_overfitting"]
     return out
 
 
@@ -404,7 +404,8 @@ def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset],
                     weight_decay=cfg["weight_decay"], lr_schedule=cfg["lr_schedule"],
                     batch_size=cfg["batch_size"], seed=cfg["seed"], device=device,
                     eval_steps=ev["pgd_steps"], eval_subset=ev["subset"], eval_every=ev["every"],
-                    detect_overfitting=run.get("detect_overfitting", False), checkpoint=ckpt, callback=_epoch_line(run["name"], cfg["epochs"], log) if log else None)
+                    detect_overfitting=run.get("detect_overfitting", False), checkpoint=ckpt,
+                    callback=_epoch_line(run["name"], cfg["epochs"], log) if log else None)
     test_eval = TensorDataset(*(t[:ev["subset"]] for t in test_set.tensors)) if ev["subset"] else test_set
     config.update(data_file(cfg["dataset"], data_path), train_size=len(train_set), test_size=len(test_set),
                   eval_size=len(test_eval))

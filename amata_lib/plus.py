@@ -114,20 +114,29 @@ class FastMaximizer:
     extra pass per minibatch.
 
     Amata+Fast (the paper: "a fixed non-zero initialization" early, the random start
-    later): for epochs ``t < weak_fraction * epochs`` the start is the fixed
-    ``delta_0 = fixed_start * eps`` on every pixel. The paper gives neither the value
-    nor the switch point; ``fixed_start = 0.5`` and ``weak_fraction`` are our choices.
-    ``weak_fraction = 0`` (default) is plain Fast. Before the first :meth:`start_epoch`
-    the start is random.
+    later): in epochs with ``t / epochs < weak_fraction`` (``t`` from 0) the start is the
+    fixed ``delta_0 = fixed_start * eps`` on every pixel. The paper gives neither the
+    value nor the switch point; ``fixed_start`` (default 0.5 when ``weak_fraction > 0``)
+    and ``weak_fraction`` are our choices. ``weak_fraction = 0`` (default) is plain Fast.
+    Before the first :meth:`start_epoch` the start is random.
+
+    Like every perturb-then-step method here, the attack runs with the model in
+    ``eval()`` mode (the trainer's rule); Wong et al. attack in train mode, which differs
+    for networks with batch norm.
     """
 
     name = "fast"
 
-    def __init__(self, eps: float, weak_fraction: float = 0.0, fixed_start: float = 0.5) -> None:
+    def __init__(self, eps: float, weak_fraction: float = 0.0, fixed_start: float | None = None) -> None:
         self.eps = check_real("eps", eps, minimum=0)
         check_real("weak_fraction", weak_fraction, minimum=0)
         if weak_fraction > 1:
             raise ValueError(f"weak_fraction must be a number in [0, 1], got {weak_fraction!r}")
+        if fixed_start is None:
+            fixed_start = 0.5
+        elif weak_fraction == 0:
+            raise ValueError(f"fixed_start={fixed_start!r} has no effect with weak_fraction=0 (plain Fast); "
+                             f"give weak_fraction > 0 or drop fixed_start")
         check_real("fixed_start", fixed_start)
         if not -1 <= fixed_start <= 1:
             raise ValueError(f"fixed_start must be a number in [-1, 1] (a fraction of eps), got {fixed_start!r}")
@@ -136,9 +145,9 @@ class FastMaximizer:
         self.weak = False
 
     def start_epoch(self, t: int, epochs: int) -> None:
-        """Weak (fixed) start while ``t < weak_fraction * epochs``, random start after."""
+        """Weak (fixed) start while ``t / epochs < weak_fraction``, random start after."""
         check_epoch(t, epochs)
-        self.weak = t < self.weak_fraction * epochs
+        self.weak = t / epochs < self.weak_fraction
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan | None) -> torch.Tensor:
         plan = _need_plan(plan, "FastMaximizer")
@@ -163,32 +172,47 @@ class YOPOMaximizer:
     """YOPO-m-n (Zhang et al. 2019): ``m = plan.steps`` full passes, each followed by ``n`` cheap updates.
 
     Full pass ``j`` (``j = 1..m``): forward at ``x + delta``, backward of the loss. Its
-    parameter gradient is accumulated (the step uses the mean over the ``m`` passes, one
-    optimizer step per minibatch), and ``g = dloss/dz`` at the output ``z`` of ``layer``
-    is kept -- YOPO's adjoint is ``p = -g``. Cheap update ``s = 1..n``: with ``g`` held
-    fixed, ``delta <- clip(delta + plan.alpha * sign(grad_delta <g, f(x + delta)>))`` where
-    ``f`` is the network up to ``layer`` (a forward and backward through that part only).
-    At the point where ``g`` was taken, ``grad_delta <g, f>`` *is* the full input gradient
+    parameter gradient is accumulated -- summed over the ``m`` passes as YOPO's code does
+    (``grad_reduction="sum"``), or averaged (``"mean"``) -- then one optimizer step per
+    minibatch; and ``g = dloss/dz`` at the output
+    ``z`` of ``layer`` is kept (YOPO's adjoint is ``p = -g``). Cheap update ``s = 1..n``
+    after passes ``1..m-1``: with ``g`` held fixed,
+    ``delta <- clip(delta + plan.alpha * sign(grad_delta <g, f(x + delta)>))`` where ``f``
+    is the network up to ``layer`` (a forward and backward through that part only). At
+    the point where ``g`` was taken, ``grad_delta <g, f>`` *is* the full input gradient
     (chain rule); later cheap steps reuse the stale ``g``. ``delta`` starts uniformly in
-    the ball for each minibatch.
+    the ball for each minibatch. The ``n`` updates after the last full pass would only
+    feed YOPO's extra Hamiltonian update of the first layer's weights, which is not
+    reproduced (those weights get the ordinary summed gradient), so they are skipped.
 
     ``layer`` names the submodule whose output is ``z`` (``model.get_submodule``); it
     should hold no batch-norm (cheap passes run in train mode). For :class:`LeNet` and
     :class:`DigitsCNN` ``"relu1"`` (conv + ReLU) matches YOPO's MNIST network; for
-    :class:`PreActResNet18` ``"conv1"``. Not reproduced: YOPO's extra Hamiltonian-based
-    update of the first layer's weights (here they get the ordinary accumulated gradient).
+    :class:`PreActResNet18` ``"conv1"``. The layer must have trainable parameters
+    before or in it (its output needs a gradient).
+
+    With plain SGD the sum multiplies the learning rate by ``m`` (measured on ``digits``:
+    YOPO-5-3 at SGD lr 0.05, momentum 0.9 diverges with the sum and trains with the mean),
+    and under Amata+YOPO that factor would change with ``m_t``; ``"mean"`` keeps the step
+    size independent of ``m``. With Adam the two hardly differ.
 
     Amata+YOPO (the paper: raise ``K``, lower the step): ``Amata(k_min, k_max, tau)`` gives
     ``m`` rising and ``alpha = tau / m`` falling. :meth:`passes` counts the ``m`` full
-    passes; the ``m * n`` cheap first-layer passes are in ``layer_passes``.
+    passes; the ``(m - 1) * n`` cheap first-layer passes are in ``layer_passes`` (the
+    trainer adds them up in the history).
     """
 
     name = "yopo"
     own_step = True
 
-    def __init__(self, eps: float, n: int = 10, layer: str = "relu1") -> None:
+    GRAD_REDUCTIONS = ("sum", "mean")
+
+    def __init__(self, eps: float, n: int = 10, layer: str = "relu1", grad_reduction: str = "sum") -> None:
         self.eps = check_real("eps", eps, minimum=0)
         self.n = check_int("n", n, minimum=1)
+        if grad_reduction not in self.GRAD_REDUCTIONS:
+            raise ValueError(f"grad_reduction must be one of {self.GRAD_REDUCTIONS}, got {grad_reduction!r}")
+        self.grad_reduction = grad_reduction
         if not isinstance(layer, str) or not layer:
             raise ValueError(f"layer must be the name of a submodule, got {layer!r}")
         self.layer = layer
@@ -235,34 +259,40 @@ class YOPOMaximizer:
 
     def train_step(self, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                    y: torch.Tensor, plan: Plan | None, loss_scale: float = 1.0) -> torch.Tensor:
-        """``m`` full passes (accumulated parameter gradient, one step) with ``n`` cheap delta updates after each."""
+        """``m`` full passes (summed parameter gradient, one step), ``n`` cheap delta updates after all but the last."""
         plan = _need_plan(plan, "YOPOMaximizer")
         x = x.detach()
         layer = self._submodule(model)
         captured: list[torch.Tensor] = []
 
         def keep(_module, _inputs, output):
+            if not output.requires_grad:
+                raise ValueError(f"layer {self.layer!r} gives an output without gradient (no trainable "
+                                 f"parameters up to it); choose a layer such as a convolution")
             output.retain_grad()
             captured.append(output)
 
         delta = project(x + torch.empty_like(x).uniform_(-self.eps, self.eps), x, self.eps) - x
         optimizer.zero_grad(set_to_none=True)
         losses = []
-        for _ in range(plan.steps):
+        for j in range(plan.steps):
             captured.clear()
             handle = layer.register_forward_hook(keep)
             try:
                 loss = F.cross_entropy(net(x + delta), y)
             finally:
                 handle.remove()
-            (loss * (loss_scale / plan.steps)).backward()
+            weight = loss_scale if self.grad_reduction == "sum" else loss_scale / plan.steps
+            (loss * weight).backward()  # parameter gradients add up over the m passes
             losses.append(loss.detach())
+            if j == plan.steps - 1:
+                break
             g = captured[0].grad.detach()  # a positive multiple of dloss/dz: signs are unaffected
             for _ in range(self.n):
                 delta = _delta_step(delta, self.cheap_grad(model, x, delta, g), x, plan.alpha, self.eps)
         optimizer.step()
         self._passes = plan.steps
-        self.layer_passes = plan.steps * self.n
+        self.layer_passes = (plan.steps - 1) * self.n
         return torch.stack(losses).mean()
 
     def passes(self, plan: Plan | None) -> int:
@@ -293,8 +323,10 @@ class ATTAMaximizer:
     def __init__(self, eps: float, reset: int = 10, early_reset: int | None = None, early_epochs: int = 0) -> None:
         self.eps = check_real("eps", eps, minimum=0)
         self.reset = check_int("reset", reset, minimum=1)
-        self.early_reset = self.reset if early_reset is None else check_int("early_reset", early_reset, minimum=1)
         self.early_epochs = check_int("early_epochs", early_epochs, minimum=0)
+        if early_reset is not None and self.early_epochs == 0:
+            raise ValueError(f"early_reset={early_reset!r} has no effect with early_epochs=0; give early_epochs >= 1")
+        self.early_reset = self.reset if early_reset is None else check_int("early_reset", early_reset, minimum=1)
         self.delta: torch.Tensor | None = None
         self.stored: torch.Tensor | None = None  # which rows of delta hold a perturbation
         self._passes = 0
@@ -324,10 +356,13 @@ class ATTAMaximizer:
         if index is None:
             raise ValueError("index (the examples' dataset indices) is required by ATTAMaximizer")
         x = x.detach()
-        index = torch.as_tensor(index, device=x.device).long()
+        index = torch.as_tensor(index, device=x.device)
         if index.shape != (len(x),):
             raise ValueError(f"index must hold one dataset index per example ({len(x)}), got shape "
                              f"{tuple(index.shape)}")
+        if index.dtype.is_floating_point or index.dtype == torch.bool or (len(index) and int(index.min()) < 0):
+            raise ValueError(f"index must hold integer dataset indices >= 0, got dtype {index.dtype}")
+        index = index.long()
         self._grow(int(index.max()) + 1 if len(index) else 0, x)
         fresh = torch.empty_like(x).uniform_(-self.eps, self.eps)
         keep = self.stored[index].view(-1, *([1] * (x.dim() - 1)))

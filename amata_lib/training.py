@@ -398,7 +398,8 @@ def train(
         (0 for ERM), ``lr``, ``epoch_time`` and cumulative ``time`` (seconds of training,
         evaluation excluded, CUDA-synchronised; the slowest process under ``torchrun``),
         cumulative ``passes`` (global-minibatch forward+backward passes; a pass on part of a
-        minibatch counts as that fraction), ``train_loss``, ``clean_acc`` and ``robust_acc``
+        minibatch counts as that fraction; for YOPO also cumulative ``layer_passes``, its
+        first-layer-only passes), ``train_loss``, ``clean_acc`` and ``robust_acc``
         (None on epochs without evaluation).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
@@ -411,8 +412,9 @@ def train(
                         ("eval_restarts", eval_restarts), ("eval_every", eval_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"{name} must be an integer > 0, got {value!r}")
-    if not isinstance(channels_last, bool):
-        raise ValueError(f"channels_last must be a bool, got {channels_last!r}")
+    for name, flag in (("channels_last", channels_last), ("detect_overfitting", detect_overfitting)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{name} must be a bool, got {flag!r}")
     if channels_last and isinstance(train_set, TensorDataset) and train_set.tensors[0].ndim != 4:
         raise ValueError(f"channels_last needs 4-D inputs N x C x H x W, got shape "
                          f"{tuple(train_set.tensors[0].shape)}")
@@ -450,8 +452,12 @@ def train(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["lr_schedule"])
         shuffle_gen.set_state(state["shuffle_rng"])
-        if state.get("maximizer") is not None:
-            maximizer.load_state_dict(_tensors_to(state["maximizer"], dev))
+        saved = state.get("maximizer")
+        if saved is not None:
+            if not hasattr(maximizer, "load_state_dict"):
+                raise ValueError(f"checkpoint {ckpt} holds the state of a maximizer that keeps state, but "
+                                 f"{type(maximizer).__name__} has no load_state_dict; resume with the same maximizer")
+            maximizer.load_state_dict(_tensors_to(saved[rank] if world > 1 else saved, dev))
         history = state["history"]
         start_epoch = len(history)
         if history and history[-1].get("stopped"):
@@ -477,6 +483,7 @@ def train(
         loss_sum = torch.zeros((), device=dev)
         n_seen = 0
         attack_work: list[float] = []  # maximizer passes x shard size, per minibatch
+        layer_work: list[float] = []  # the same for first-layer-only passes (YOPO)
         for b, (x, y, index) in enumerate(feed()):
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -488,6 +495,8 @@ def train(
                     net.train()
                     loss = maximizer.train_step(net, model, opt, x, y, plan, scale)
                     attack_work.append(maximizer.passes(plan) * len(y))
+                    if hasattr(maximizer, "layer_passes"):
+                        layer_work.append(maximizer.layer_passes * len(y))
                 else:
                     if plan is not None:
                         model.eval()
@@ -508,7 +517,9 @@ def train(
         epoch_time = distributed.all_max(time.perf_counter() - t0)
         if bar is not None:
             bar.close()
-        totals = distributed.all_sum([float(loss_sum), n_seen, *attack_work])
+        totals = distributed.all_sum([float(loss_sum), n_seen, *attack_work, *layer_work])
+        layer_totals = totals[2 + len(attack_work):]
+        totals = totals[:2 + len(attack_work)]
         # own-step methods count their training passes themselves; otherwise one per minibatch
         epoch_passes = (0 if own_step else len(sizes)) + sum(w / m for w, m in zip(totals[2:], sizes))
         record = {
@@ -523,6 +534,9 @@ def train(
             "clean_acc": None,
             "robust_acc": None,
         }
+        if layer_totals:
+            record["layer_passes"] = _tidy((history[-1]["layer_passes"] if history else 0)
+                                           + sum(w / m for w, m in zip(layer_totals, sizes)))
         sched.step()
         if detect_overfitting:
             record["fgsm_acc"] = record["catastrophic_overfitting"] = None
@@ -538,6 +552,9 @@ def train(
         history.append(record)
         if ckpt is not None:
             rank_rng = distributed.all_gather(_rng_state(dev)) if world > 1 else None
+            max_state = maximizer.state_dict() if hasattr(maximizer, "state_dict") else None
+            if max_state is not None and world > 1:  # each rank's own (e.g. Free's perturbation of its shard)
+                max_state = distributed.all_gather(_tensors_to(max_state, torch.device("cpu")))
             if distributed.is_main():
                 ckpt.parent.mkdir(parents=True, exist_ok=True)
                 _save_atomic({
@@ -546,7 +563,7 @@ def train(
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" and world == 1 else None,
                     "world_size": world, "rank_rng": rank_rng, "history": history,
-                    "maximizer": maximizer.state_dict() if hasattr(maximizer, "state_dict") else None,
+                    "maximizer": max_state,
                 }, ckpt)
         if stop:
             break

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
-from ._checks import check_real
+from ._checks import check_int, check_real
 
 
 def _grayscale(name: str, images: torch.Tensor) -> torch.Tensor:
@@ -110,8 +110,10 @@ def inner_loop_events(method: str, *, k: int = 1, m: int = 1, n: int = 1) -> lis
 
     ``pgd`` / ``atta``: ``k`` attack passes then one training pass; ``fast``: one of each;
     ``free``: ``m`` passes each giving both gradients, a step after each; ``yopo``: ``m``
-    such passes each followed by ``n`` first-layer passes, one step at the end.
+    such passes, all but the last followed by ``n`` first-layer passes, one step at the end.
     """
+    for name, value in (("k", k), ("m", m), ("n", n)):
+        check_int(name, value, minimum=1)
     if method in ("pgd", "atta"):
         return [("attack", False)] * k + [("train", True)]
     if method == "fast":
@@ -119,11 +121,7 @@ def inner_loop_events(method: str, *, k: int = 1, m: int = 1, n: int = 1) -> lis
     if method == "free":
         return [("both", True)] * m
     if method == "yopo":
-        events = []
-        for _ in range(m):
-            events += [("both", False)] + [("layer", False)] * n
-        events[-1] = ("layer", True)
-        return events
+        return ([("both", False)] + [("layer", False)] * n) * (m - 1) + [("both", True)]
     raise ValueError(f"method must be one of ('pgd', 'atta', 'fast', 'free', 'yopo'), got {method!r}")
 
 

@@ -225,36 +225,60 @@ def test_two_processes_equal_one_process_with_the_global_batch(digits, tmp_path)
         assert torch.equal(value, ranks[0]["resumed_state"][name])
 
 
+def _plus_runs():
+    """Free and YOPO at eps = 0: no perturbation, so no random start or sign step makes the ranks differ."""
+    from amata_lib.plus import FreeMaximizer, YOPOMaximizer
+    train_set, test_set = load("digits")
+    train_set = TensorDataset(*(t[:259] for t in train_set.tensors))  # minibatches 128, 128 and 3 (2 + 1)
+    out = {}
+    for name, maximizer in (("free", FreeMaximizer(0.0)), ("yopo", YOPOMaximizer(0.0, n=2))):
+        torch.manual_seed(0)
+        model = DigitsCNN()
+        history = train(model, train_set, test_set, epochs=1, eps=0.0, schedule=Constant(2, 0.1, 1), maximizer=maximizer,
+                        batch_size=BATCH, eval_subset=100, device="cpu")
+        out[name] = (history, model.state_dict())
+    return out
+
+
 def _plus_worker(rank, world, port, out):
     import os
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     assert distributed.init_from_env("cpu")
-    from amata_lib.plus import FreeMaximizer, YOPOMaximizer
-    digits = load("digits")
-    states = {}
-    for name, maximizer in (("free", FreeMaximizer(0.2)), ("yopo", YOPOMaximizer(0.2, n=2))):
+    runs = _plus_runs()
+    # Free at eps > 0 carries each rank's own perturbation; a resumed run must continue with it
+    from amata_lib.plus import FreeMaximizer
+    train_set, test_set = load("digits")
+    args = dict(epochs=3, eps=0.2, schedule=Constant(2, 0.2, 3), batch_size=BATCH, eval_subset=50, device="cpu")
+    finals = []
+    for ckpt, callback in ((None, None), (out / "free.pt", _stop_at_two), (out / "free.pt", None)):
         torch.manual_seed(0)
         model = DigitsCNN()
-        history = train(model, *digits, epochs=1, eps=0.2, schedule=Constant(2, 0.1, 1), maximizer=maximizer,
-                        batch_size=BATCH, eval_subset=100, device="cpu")
-        states[name] = (history, model.state_dict())
-    torch.save(states, out / f"plus{rank}.pt")
+        try:
+            train(model, train_set, test_set, maximizer=FreeMaximizer(0.2), checkpoint=ckpt, callback=callback,
+                  **args)
+        except KeyboardInterrupt:
+            continue
+        finals.append(model.state_dict())
+    runs["free_resumed"] = finals
+    torch.save(runs, out / f"plus{rank}.pt")
     distributed.shutdown()
 
 
 def test_own_step_methods_train_data_parallel(tmp_path):
-    """Free and YOPO take their parameter steps through DDP: every rank ends with the same weights.
-
-    Not compared with one process: their random starts and Free's carried perturbation are per rank.
-    """
+    """Free and YOPO take their own parameter steps through DDP (with the trainer's loss scaling for the
+    uneven last minibatch, 3 = 2 + 1): two processes equal one process with the global batch."""
     mp.spawn(_plus_worker, args=(2, _free_port(), tmp_path), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"plus{r}.pt", weights_only=False) for r in range(2)]
+    ref = _plus_runs()
     for name in ("free", "yopo"):
         (h0, s0), (h1, s1) = ranks[0][name], ranks[1][name]
-        assert h0 == h1 and h0[-1]["passes"] == 11 * 2  # 11 global minibatches, m = 2 full passes each
-        start = DigitsCNN().state_dict()
-        for key, value in s0.items():
-            assert torch.equal(value, s1[key])
-        assert any(not torch.equal(s0[k], start[k]) for k in start)
+        assert h0 == h1 and h0[-1]["passes"] == ref[name][0][-1]["passes"] == 3 * 2  # 3 minibatches, m = 2
+        assert h0[-1]["train_loss"] == pytest.approx(ref[name][0][-1]["train_loss"], rel=1e-5)
+        for key, value in ref[name][1].items():
+            assert torch.equal(s0[key], s1[key])
+            torch.testing.assert_close(s0[key], value, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name} {key}: {m}")
+    uninterrupted, resumed = ranks[0]["free_resumed"]
+    for key, value in uninterrupted.items():
+        assert torch.equal(value, resumed[key]), key

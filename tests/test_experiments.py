@@ -217,8 +217,10 @@ def test_plus_configs_pair_each_method_with_its_amata_change():
         yopo_name = [n for n in runs if n.startswith("yopo-")][0]
         yopo = build_run_maximizer(runs[yopo_name], eps)
         assert isinstance(yopo, YOPOMaximizer) and yopo.layer == "relu1"
-        for run in (yopo_name, "amata-yopo-2-5"):  # travel m * n * sigma = 2.5 eps for every plan
-            assert all(p.steps * yopo.n * p.alpha == pytest.approx(2.5 * eps, rel=1e-3) for p in plans[run])
+        travel = {run: [(p.steps - 1) * yopo.n * p.alpha for p in plans[run]] for run in (yopo_name, "amata-yopo-2-5")}
+        assert travel[yopo_name] == pytest.approx([2 * eps] * cfg["epochs"], rel=1e-3)  # (m - 1) n sigma
+        assert travel["amata-yopo-2-5"] == sorted(travel["amata-yopo-2-5"])  # grows with m_t ...
+        assert travel["amata-yopo-2-5"][-1] == pytest.approx(2 * eps, rel=1e-3)  # ... up to plain YOPO's
         atta = build_run_maximizer(runs["amata-atta-1"], eps)
         assert isinstance(atta, ATTAMaximizer)
         assert [atta.reset_period(t) for t in range(7)] == [2] * 5 + [10] * 2
@@ -228,6 +230,7 @@ def test_plus_configs_pair_each_method_with_its_amata_change():
     ("maximizer_kwargs", {"reset": 0}, r"field 'runs\[8\].maximizer_kwargs': reset must be an integer >= 1"),
     ("maximizer_kwargs", {"m": 4}, r"field 'runs\[8\].maximizer_kwargs': maximizer 'atta' has no parameter 'm'"),
     ("detect_overfitting", "yes", r"field 'runs\[8\].detect_overfitting' must be true or false"),
+    ("maximizer_kwargs", {"reset": 10, "early_reset": 2}, r"early_reset=2 has no effect with early_epochs=0"),
 ])
 def test_bad_plus_run_names_the_field(tmp_path, field, value, match):
     bad = tmp_path / "bad.json"

@@ -153,7 +153,8 @@ def test_yopo_counts_full_and_cheap_passes_and_steps_once():
     plan = Plan(5, 0.02)
     yopo.train_step(model, model, opt, x, y, plan)
     assert counter.full_fwd == counter.full_bwd == yopo.passes(plan) == 5
-    assert counter.layer_fwd == 5 + 5 * 3 and yopo.layer_passes == 15
+    # every full pass runs the first layer too; n cheap passes follow all full passes but the last
+    assert counter.layer_fwd == 5 + 4 * 3 and yopo.layer_passes == 12
     assert counter.steps == 1
     _assert_in_ball(counter.inputs, x)
 
@@ -255,7 +256,7 @@ def test_maximizer_without_schedule_is_an_error(digits):
         train(DigitsCNN(), *_small(digits), epochs=1, eps=EPS, maximizer=FreeMaximizer(EPS))
 
 
-def test_overfitting_detection_records(digits):
+def test_overfitting_detection_adds_its_fields_to_the_history(digits):  # the rule itself: next test
     torch.manual_seed(0)
     history = train(DigitsCNN(), *_small(digits), epochs=2, eps=EPS, schedule=Constant(1, 0.25, 2),
                     maximizer=FastMaximizer(EPS), eval_every=2, detect_overfitting=True)
@@ -288,3 +289,103 @@ def test_catastrophic_overfitting_rule(pgd, fgsm, flagged):
 def test_bad_plus_arguments(name, kwargs, field):
     with pytest.raises(ValueError, match=field):
         build_maximizer(name, EPS, **kwargs)
+
+
+# ----------------------------------------------------------------------------- ascent, not descent
+
+
+def _signed_step(model, x_start, x, y, alpha):
+    """The expected result of one signed ascent step of the summed cross-entropy from ``x_start``."""
+    return torch.min(torch.max(x_start + alpha * _input_grad(model, x_start, y, "ce").sign(), x - EPS),
+                     x + EPS).clamp(0, 1)
+
+
+def test_free_steps_delta_up_the_loss():
+    torch.manual_seed(0)
+    model = DigitsCNN().train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # weights frozen: the delta step alone is checked
+    x, y = _batch()
+    free = FreeMaximizer(EPS)
+    free.train_step(model, model, opt, x, y, Plan(1, 0.05))
+    assert torch.allclose(x + free.delta, _signed_step(model, x, x, y, 0.05))
+
+
+def test_fast_and_atta_step_up_the_loss():
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    x, y = _batch()
+    for maximizer, extra in ((FastMaximizer(EPS), {}), (ATTAMaximizer(EPS), {"index": torch.arange(len(x))})):
+        torch.manual_seed(5)
+        x_adv = maximizer(model, x, y, Plan(1, 0.1), **extra)
+        torch.manual_seed(5)  # the same uniform start the method drew
+        start = (x + torch.empty_like(x).uniform_(-EPS, EPS)).clamp(0, 1)
+        assert torch.allclose(x_adv, _signed_step(model, start, x, y, 0.1)), type(maximizer).__name__
+
+
+def test_yopo_cheap_steps_go_up_the_loss():
+    torch.manual_seed(0)
+    model = DigitsCNN().train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    counter = Counter(model)
+    x, y = _batch()
+    torch.manual_seed(5)
+    YOPOMaximizer(EPS, n=1).train_step(model, model, opt, x, y, Plan(2, 0.05))
+    torch.manual_seed(5)
+    start = (x + torch.empty_like(x).uniform_(-EPS, EPS)).clamp(0, 1)
+    full_inputs = counter.inputs[::2]  # full pass, cheap pass, full pass
+    assert torch.allclose(full_inputs[0], start)
+    # one cheap step from the start: at the start the cheap gradient is the true one (chain rule)
+    assert torch.allclose(full_inputs[1], _signed_step(model, start, x, y, 0.05))
+
+
+# ----------------------------------------------------------------------------- what the trainer really computes
+
+
+@pytest.mark.parametrize("name, schedule, kwargs", [
+    ("free", Amata(2, 4, 2 * EPS, 2), {}),
+    ("yopo", Amata(2, 4, 0.1, 2), {"n": 2}),
+    ("fast", Constant(1, 0.25, 2), {}),
+    ("atta", Constant(2, 0.05, 2), {}),
+])
+def test_history_passes_equal_the_passes_computed(digits, monkeypatch, name, schedule, kwargs):
+    import amata_lib.training as training
+    monkeypatch.setattr(training, "_evaluate", lambda *a, with_fgsm=False, **k: [0.0] * (3 if with_fgsm else 2))
+    train_set, test_set = _small(digits, n=250)  # minibatches of 100, 100, 50
+    torch.manual_seed(0)
+    model = DigitsCNN()
+    counter = Counter(model)
+    history = train(model, train_set, test_set, epochs=2, eps=EPS, schedule=schedule, batch_size=100,
+                    maximizer=build_maximizer(name, EPS, **kwargs))
+    assert counter.full_fwd == counter.full_bwd == history[-1]["passes"]
+    if name == "yopo":
+        assert counter.layer_fwd == counter.full_fwd + history[-1]["layer_passes"]
+        assert history[-1]["layer_passes"] == 3 * 2 * ((2 - 1) + (3 - 1))  # n (m_t - 1) per minibatch
+    else:
+        assert "layer_passes" not in history[-1]
+
+
+def test_more_bad_plus_arguments(digits, tmp_path):
+    with pytest.raises(ValueError, match="fixed_start=0.2 has no effect with weak_fraction=0"):
+        FastMaximizer(EPS, fixed_start=0.2)
+    with pytest.raises(ValueError, match="early_reset=2 has no effect with early_epochs=0"):
+        ATTAMaximizer(EPS, early_reset=2)
+    with pytest.raises(ValueError, match="grad_reduction"):
+        YOPOMaximizer(EPS, grad_reduction="max")
+    model = DigitsCNN().eval()
+    x, y = _batch(4)
+    for bad in (torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([0, -1, 2, 3])):
+        with pytest.raises(ValueError, match="index must hold integer dataset indices >= 0"):
+            ATTAMaximizer(EPS)(model, x, y, Plan(1, 0.05), index=bad)
+    from amata_lib import PreActResNet18
+    with pytest.raises(ValueError, match="layer 'normalize' gives an output without gradient"):
+        YOPOMaximizer(8 / 255, n=1, layer="normalize").train_step(
+            *[PreActResNet18()] * 2, torch.optim.SGD(PreActResNet18().parameters(), lr=0.1),
+            torch.rand(2, 3, 32, 32), torch.tensor([0, 1]), Plan(2, 0.01))
+    with pytest.raises(ValueError, match="detect_overfitting must be a bool"):
+        train(DigitsCNN(), *_small(digits), epochs=1, eps=EPS, detect_overfitting="yes")
+    ckpt = tmp_path / "atta.pt"
+    train(DigitsCNN(), *_small(digits), epochs=1, eps=EPS, schedule=Constant(1, 0.05, 2), checkpoint=ckpt,
+          maximizer=ATTAMaximizer(EPS))
+    with pytest.raises(ValueError, match="has no load_state_dict"):
+        train(DigitsCNN(), *_small(digits), epochs=2, eps=EPS, schedule=Constant(1, 0.05, 2), checkpoint=ckpt,
+              maximizer=FastMaximizer(EPS))

@@ -80,13 +80,13 @@ def test_bad_input_raises_value_error(grid_inputs, change, message):
     ("pgd", {"k": 10}, 11, 1), ("atta", {"k": 1}, 2, 1), ("fast", {}, 2, 1),
     ("free", {"m": 4}, 4, 4), ("yopo", {"m": 5, "n": 10}, 5, 1),
 ])
-def test_inner_loop_events_match_the_trainers_accounting(method, params, full, steps):
+def test_inner_loop_events_count_each_methods_passes(method, params, full, steps):
     from amata_lib.viz import inner_loop_events
     events = inner_loop_events(method, **params)
     assert sum(kind != "layer" for kind, _ in events) == full
     assert sum(step for _, step in events) == steps and events[-1][1]
     if method == "yopo":
-        assert sum(kind == "layer" for kind, _ in events) == 50
+        assert sum(kind == "layer" for kind, _ in events) == 40  # after all full passes but the last
 
 
 def test_plot_inner_loops_draws_one_bar_per_pass():
@@ -98,5 +98,7 @@ def test_plot_inner_loops_draws_one_bar_per_pass():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["Free-2", "PGD-3"]
     with pytest.raises(ValueError, match="method must be one of"):
         inner_loop_events("sgd")
+    with pytest.raises(ValueError, match="m must be an integer >= 1"):
+        inner_loop_events("yopo", m=0)
     with pytest.raises(ValueError, match="rows"):
         plot_inner_loops({})
