@@ -172,9 +172,9 @@ class YOPOMaximizer:
     """YOPO-m-n (Zhang et al. 2019): ``m = plan.steps`` full passes, each followed by ``n`` cheap updates.
 
     Full pass ``j`` (``j = 1..m``): forward at ``x + delta``, backward of the loss. Its
-    parameter gradient is accumulated -- summed over the ``m`` passes as YOPO's code does
-    (``grad_reduction="sum"``), or averaged (``"mean"``) -- then one optimizer step per
-    minibatch; and ``g = dloss/dz`` at the output
+    parameter gradient is accumulated -- averaged over the ``m`` passes
+    (``grad_reduction="mean"``, default) or summed (``"sum"``) -- then one optimizer step
+    per minibatch; and ``g = dloss/dz`` at the output
     ``z`` of ``layer`` is kept (YOPO's adjoint is ``p = -g``). Cheap update ``s = 1..n``
     after passes ``1..m-1``: with ``g`` held fixed,
     ``delta <- clip(delta + plan.alpha * sign(grad_delta <g, f(x + delta)>))`` where ``f``
@@ -191,10 +191,11 @@ class YOPOMaximizer:
     :class:`PreActResNet18` ``"conv1"``. The layer must have trainable parameters
     before or in it (its output needs a gradient).
 
-    With plain SGD the sum multiplies the learning rate by ``m`` (measured on ``digits``:
-    YOPO-5-3 at SGD lr 0.05, momentum 0.9 diverges with the sum and trains with the mean),
-    and under Amata+YOPO that factor would change with ``m_t``; ``"mean"`` keeps the step
-    size independent of ``m``. With Adam the two hardly differ.
+    YOPO's MNIST code sums the ``m`` gradients and sets its SGD learning rate to
+    ``0.1 / K`` with ``K = m``, which is the mean at learning rate 0.1; ``"mean"`` says so
+    directly and keeps the step size independent of ``m_t`` under Amata+YOPO. With plain
+    SGD the sum multiplies the learning rate by ``m`` (measured on ``digits``: YOPO-5-3 at
+    SGD lr 0.05, momentum 0.9 diverges with the sum and trains with the mean).
 
     Amata+YOPO (the paper: raise ``K``, lower the step): ``Amata(k_min, k_max, tau)`` gives
     ``m`` rising and ``alpha = tau / m`` falling. :meth:`passes` counts the ``m`` full
@@ -207,7 +208,7 @@ class YOPOMaximizer:
 
     GRAD_REDUCTIONS = ("sum", "mean")
 
-    def __init__(self, eps: float, n: int = 10, layer: str = "relu1", grad_reduction: str = "sum") -> None:
+    def __init__(self, eps: float, n: int = 10, layer: str = "relu1", grad_reduction: str = "mean") -> None:
         self.eps = check_real("eps", eps, minimum=0)
         self.n = check_int("n", n, minimum=1)
         if grad_reduction not in self.GRAD_REDUCTIONS:

@@ -217,10 +217,12 @@ def test_plus_configs_pair_each_method_with_its_amata_change():
         yopo_name = [n for n in runs if n.startswith("yopo-")][0]
         yopo = build_run_maximizer(runs[yopo_name], eps)
         assert isinstance(yopo, YOPOMaximizer) and yopo.layer == "relu1"
+        assert yopo.grad_reduction == "mean"
+        # the cheap steps' reach (m - 1) n sigma grows with m_t up to plain YOPO's, and sigma ends at YOPO's
         travel = {run: [(p.steps - 1) * yopo.n * p.alpha for p in plans[run]] for run in (yopo_name, "amata-yopo-2-5")}
-        assert travel[yopo_name] == pytest.approx([2 * eps] * cfg["epochs"], rel=1e-3)  # (m - 1) n sigma
-        assert travel["amata-yopo-2-5"] == sorted(travel["amata-yopo-2-5"])  # grows with m_t ...
-        assert travel["amata-yopo-2-5"][-1] == pytest.approx(2 * eps, rel=1e-3)  # ... up to plain YOPO's
+        assert travel["amata-yopo-2-5"] == sorted(travel["amata-yopo-2-5"])
+        assert travel["amata-yopo-2-5"][-1] == pytest.approx(travel[yopo_name][-1], rel=2e-3)
+        assert plans["amata-yopo-2-5"][-1].alpha == pytest.approx(plans[yopo_name][-1].alpha, rel=1e-2)
         atta = build_run_maximizer(runs["amata-atta-1"], eps)
         assert isinstance(atta, ATTAMaximizer)
         assert [atta.reset_period(t) for t in range(7)] == [2] * 5 + [10] * 2
