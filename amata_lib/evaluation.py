@@ -112,18 +112,28 @@ def cw_accuracy(model: nn.Module, dataset: Dataset, *, eps: float, alpha: float,
                         loss="cw", batch_size=batch_size)
 
 
-def time_to_target(history: Sequence[dict], robust_acc: float) -> dict | None:
+def time_to_target(history: Sequence[dict], robust_acc: float, *, stay: bool = False) -> dict | None:
     """Training time and passes at the first evaluated epoch reaching ``robust_acc``.
 
+    With ``stay=True``, the first evaluated epoch from which *every* later evaluation
+    stays at or above the target (a rule less sensitive to one lucky evaluation).
     Returns ``{"epoch", "time", "passes", "robust_acc"}`` or ``None`` if the run never
-    reaches the target. ``time`` excludes evaluation (see :func:`amata_lib.train`).
+    reaches the target (or, with ``stay``, ends below it). ``time`` excludes evaluation
+    (see :func:`amata_lib.train`).
     """
     if not 0 <= robust_acc <= 1:
         raise ValueError(f"robust_acc must be a fraction in [0, 1], got {robust_acc!r}")
-    for rec in history:
-        if rec.get("robust_acc") is not None and rec["robust_acc"] >= robust_acc:
-            return {k: rec[k] for k in ("epoch", "time", "passes", "robust_acc")}
-    return None
+    rated = [rec for rec in history if rec.get("robust_acc") is not None]
+    if stay:  # walk back from the end while the run stays at or above the target
+        hits = []
+        for rec in reversed(rated):
+            if rec["robust_acc"] < robust_acc:
+                break
+            hits.append(rec)
+        hit = hits[-1] if hits else None
+    else:
+        hit = next((rec for rec in rated if rec["robust_acc"] >= robust_acc), None)
+    return None if hit is None else {k: hit[k] for k in ("epoch", "time", "passes", "robust_acc")}
 
 
 @contextmanager

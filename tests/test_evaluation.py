@@ -38,5 +38,15 @@ def test_time_to_target():
     assert time_to_target(history, 0.5) == {"epoch": 3, "time": 4.0, "passes": 40, "robust_acc": 0.5}
     assert time_to_target(history, 0.05)["epoch"] == 1
     assert time_to_target(history, 0.6) is None
+    assert time_to_target(history, 0.6, stay=True) is None
     with pytest.raises(ValueError, match="robust_acc"):
         time_to_target(history, 50)
+
+
+def test_time_to_target_that_stays():
+    accs = [0.1, 0.35, 0.2, None, 0.32, 0.4, 0.31]
+    history = [{"epoch": i + 1, "time": float(i), "passes": 10 * (i + 1), "robust_acc": a} for i, a in enumerate(accs)]
+    assert time_to_target(history, 0.3)["epoch"] == 2  # one lucky evaluation
+    assert time_to_target(history, 0.3, stay=True)["epoch"] == 5  # above the target from epoch 5 on
+    assert time_to_target(history, 0.35, stay=True) is None  # the run ends below 0.35
+    assert time_to_target(history, 0.31, stay=True)["epoch"] == 5
