@@ -163,12 +163,17 @@ def _stop_at_two(record, model):
         raise KeyboardInterrupt
 
 
-def _worker(rank, world, port, out):
+def _join(rank, world, port):
+    """Make this spawned process rank ``rank`` of a gloo group on the CPU, as torchrun would."""
     import os
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     assert distributed.init_from_env("cpu")
+
+
+def _worker(rank, world, port, out):
+    _join(rank, world, port)
     digits = load("digits")
     torch.manual_seed(0)
     model = DigitsCNN()
@@ -234,18 +239,14 @@ def _plus_runs():
     for name, maximizer in (("free", FreeMaximizer(0.0)), ("yopo", YOPOMaximizer(0.0, n=2))):
         torch.manual_seed(0)
         model = DigitsCNN()
-        history = train(model, train_set, test_set, epochs=1, eps=0.0, schedule=Constant(2, 0.1, 1), maximizer=maximizer,
-                        batch_size=BATCH, eval_subset=100, device="cpu")
+        history = train(model, train_set, test_set, epochs=1, eps=0.0, schedule=Constant(2, 0.1, 1),
+                        maximizer=maximizer, batch_size=BATCH, eval_subset=100, device="cpu")
         out[name] = (history, model.state_dict())
     return out
 
 
 def _plus_worker(rank, world, port, out):
-    import os
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    assert distributed.init_from_env("cpu")
+    _join(rank, world, port)
     runs = _plus_runs()
     # Free at eps > 0 carries each rank's own perturbation; a resumed run must continue with it
     from amata_lib.plus import FreeMaximizer
