@@ -185,11 +185,21 @@ def _cmd_show(a: argparse.Namespace) -> int:
           f"commit {prov['git_commit']}, {prov['created']}")
     if prov.get("command"):
         print(f"command: {prov['command']}")
-    print(" epoch   K   time(s)   passes  clean  robust")
-    for r in run["history"]:
-        c = "   -  " if r.get("clean_acc") is None else f"{100 * r['clean_acc']:5.1f}%"
-        rb = "   -  " if r.get("robust_acc") is None else f"{100 * r['robust_acc']:5.1f}%"
-        print(f"{r['epoch']:6d} {r.get('steps', 0):3d} {r['time']:9.1f} {r['passes']:8d} {c} {rb}")
+    history = run["history"]
+    fgsm = any("fgsm_acc" in r for r in history)
+    layer = any("layer_passes" in r for r in history)
+
+    def pct(value: float | None) -> str:
+        return "   -  " if value is None else f"{100 * value:5.1f}%"
+
+    print(" epoch   K   time(s)   passes" + (" layer" if layer else "") + "  clean  robust" + ("   FGSM" if fgsm else ""))
+    for r in history:
+        line = f"{r['epoch']:6d} {r.get('steps', 0):3d} {r['time']:9.1f} {r['passes']:>8}"
+        line += f" {r.get('layer_passes', 0):>5}" if layer else ""
+        line += f" {pct(r.get('clean_acc'))} {pct(r.get('robust_acc'))}"
+        if fgsm:
+            line += f" {pct(r.get('fgsm_acc'))}" + ("  catastrophic overfitting" if r.get("catastrophic_overfitting") else "")
+        print(line)
     return 0
 
 
@@ -204,7 +214,7 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
         raise UserError("give an experiment NAME or --list (see 'python -m amata_lib experiment --help')")
     runs = [r for r in a.runs.split(",") if r] if a.runs else None
     paths = run_experiment(a.name, runs=runs, train_subset=a.train_subset, epochs=a.epochs,
-                           eval_subset=a.eval_subset, autoattack_n=a.autoattack_n, device=a.device,
+                           eval_subset=a.eval_subset, autoattack_n=a.autoattack_n, seed=a.seed, device=a.device,
                            data_path=a.data_path, data_root=a.data_root, download=a.download, out_dir=a.out_dir,
                            checkpoint_dir=a.checkpoint_dir, keep_checkpoints=a.keep_checkpoints,
                            log=lambda line: print(line, flush=True))
@@ -278,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-subset", type=int, default=None, help="evaluate on the first N test examples")
     g.add_argument("--autoattack-n", type=int, default=None,
                    help="final report (clean, PGD, CW, AutoAttack) on the first N of those")
+    e.add_argument("--seed", type=int, default=None,
+                   help="another seed than the config's (results go to NAME[-reduced]-seedN)")
     g = e.add_argument_group("machine and files")
     g.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ... (default: auto)")
     g.add_argument("--data-path", default=None, help="mnist: .npz with x_train, y_train, x_test, y_test "

@@ -244,17 +244,21 @@ def load_config(name: str) -> dict:
 
 
 def with_overrides(cfg: dict, *, train_subset: int | None = None, epochs: int | None = None,
-                   eval_subset: int | None = None, autoattack_n: int | None = None) -> tuple[dict, dict]:
-    """Config with the reduced-scale overrides applied, and the overrides that changed something.
+                   eval_subset: int | None = None, autoattack_n: int | None = None,
+                   seed: int | None = None) -> tuple[dict, dict]:
+    """Config with the overrides applied, and the overrides that changed something.
 
-    ``train_subset`` keeps the first N training examples; ``epochs`` replaces T (schedules
-    anneal over the new T); ``eval_subset`` replaces ``eval.subset`` and ``autoattack_n``
-    replaces ``eval.autoattack_n`` (the size of the final report's subset).
+    Reduced scale: ``train_subset`` keeps the first N training examples; ``epochs``
+    replaces T (schedules anneal over the new T); ``eval_subset`` replaces ``eval.subset``
+    and ``autoattack_n`` replaces ``eval.autoattack_n`` (the size of the final report's
+    subset). Not a reduction: ``seed`` replaces the config's seed (another repetition).
     """
     for name, value in (("train_subset", train_subset), ("epochs", epochs), ("eval_subset", eval_subset),
                         ("autoattack_n", autoattack_n)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     cfg = json.loads(json.dumps(cfg))
     changed: dict[str, int] = {}
     if train_subset is not None:
@@ -265,12 +269,20 @@ def with_overrides(cfg: dict, *, train_subset: int | None = None, epochs: int | 
         changed["eval_subset"] = cfg["eval"]["subset"] = eval_subset
     if autoattack_n is not None and autoattack_n != cfg["eval"]["autoattack_n"]:
         changed["autoattack_n"] = cfg["eval"]["autoattack_n"] = autoattack_n
+    if seed is not None and seed != cfg["seed"]:
+        changed["seed"] = cfg["seed"] = seed
     return cfg, changed
 
 
+def is_reduced(overrides: dict) -> bool:
+    """Whether the overrides change the scale (any but ``seed``)."""
+    return any(key != "seed" for key in overrides)
+
+
 def folder_name(cfg: dict, overrides: dict) -> str:
-    """``<experiment>`` at the config's scale, ``<experiment>-reduced`` with any override."""
-    return cfg["name"] + ("-reduced" if overrides else "")
+    """``<experiment>`` at the config's scale; ``-reduced`` with a scale override, ``-seed<N>`` with another seed."""
+    return (cfg["name"] + ("-reduced" if is_reduced(overrides) else "")
+            + (f"-seed{overrides['seed']}" if "seed" in overrides else ""))
 
 
 # ----------------------------------------------------------------------------- one run
@@ -301,7 +313,7 @@ def run_record_config(cfg: dict, run: dict, overrides: dict, source: str) -> dic
     shared = {k: cfg[k] for k in TOP_FIELDS if k not in ("name", "runs")}
     return {"experiment": cfg["name"], "config_file": source, **shared, "run": run,
             "schedule": repr(build_schedule(run, cfg["epochs"])), "overrides": overrides,
-            "reduced": bool(overrides)}
+            "reduced": is_reduced(overrides)}
 
 
 def command_line(name: str, *, runs: list[str] | None = None, overrides: dict | None = None,
@@ -435,7 +447,7 @@ def select_runs(cfg: dict, names: list[str] | None) -> list[dict]:
 
 def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: int | None = None,
                    epochs: int | None = None, eval_subset: int | None = None, autoattack_n: int | None = None,
-                   device: str = "auto",
+                   seed: int | None = None, device: str = "auto",
                    data_path: str | None = None, data_root: str | Path = "data/datasets", download: bool = False,
                    out_dir: str | Path = "data/results", checkpoint_dir: str | Path = "data/checkpoints",
                    keep_checkpoints: bool = False, log: Log | None = print) -> list[Path]:
@@ -450,6 +462,9 @@ def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: in
     train_subset, epochs, eval_subset, autoattack_n : int, optional
         Reduced-scale overrides (see :func:`with_overrides`); results then go to
         ``<experiment>-reduced`` and record them.
+    seed : int, optional
+        Another seed than the config's (weights, shuffling, random starts); results go
+        to ``<experiment>[-reduced]-seed<N>``.
     device, data_path, data_root, download
         As for :func:`amata_lib.train` and :func:`amata_lib.load`.
     out_dir, checkpoint_dir : path
@@ -462,7 +477,7 @@ def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: in
     """
     source = name if name.endswith(".json") else f"amata_lib/configs/{name}.json"
     cfg, overrides = with_overrides(load_config(name), train_subset=train_subset, epochs=epochs,
-                                    eval_subset=eval_subset, autoattack_n=autoattack_n)
+                                    eval_subset=eval_subset, autoattack_n=autoattack_n, seed=seed)
     chosen = select_runs(cfg, runs)
     dev = select_device(device)
     train_set, test_set = load(cfg["dataset"], path=data_path, root=data_root, download=download)

@@ -112,6 +112,19 @@ def test_train_with_an_amata_plus_maximizer(tmp_path, monkeypatch, capsys):
     assert [h["passes"] for h in run["history"]] == [2 * 2, 2 * 2 + 3 * 2]
     assert run["history"][-1]["fgsm_acc"] is not None
     assert "FGSM" in capsys.readouterr().out
+    assert main(["show", "data/results/digits-amata-free-seed0.json"]) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[2].split() == ["epoch", "K", "time(s)", "passes", "clean", "robust", "FGSM"]
+    assert shown[-1].split()[:2] == ["2", "3"] and shown[-1].split()[3] == "10"
+
+
+def test_show_prints_fractional_passes(capsys):
+    """FOSC and FAT stop examples early, so their pass counts are fractions (a stored reduced MNIST run)."""
+    path = ROOT / "data" / "results" / "mnist-baselines-reduced" / "fosc.json"
+    passes = load_run(path)["history"][0]["passes"]
+    assert not float(passes).is_integer()
+    assert main(["show", str(path)]) == 0
+    assert f" {passes} " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("extra, match", [

@@ -10,8 +10,8 @@ import pytest
 
 from amata_lib.cli import main
 from amata_lib.experiments import (
-    CONFIG_DIR, ConfigError, available, build_run_maximizer, build_schedule, command_line, load_config,
-    load_results, summary, with_overrides,
+    CONFIG_DIR, ConfigError, available, build_run_maximizer, build_schedule, command_line, folder_name, is_reduced,
+    load_config, load_results, run_record_config, summary, with_overrides,
 )
 from amata_lib.maximizers import FATMaximizer, FOSCMaximizer, PGDMaximizer
 
@@ -114,6 +114,22 @@ def test_overrides_mark_results_reduced_and_reanneal():
         "--data-path /d/mnist.npz")
     with pytest.raises(ValueError, match="train_subset must be an integer >= 1, got 0"):
         with_overrides(cfg, train_subset=0)
+
+
+def test_seed_override_is_a_repetition_not_a_reduction():
+    cfg = load_config("digits-plus")
+    same, none = with_overrides(cfg, seed=cfg["seed"])
+    assert none == {} and folder_name(same, none) == "digits-plus"
+    other, changed = with_overrides(cfg, seed=3)
+    assert changed == {"seed": 3} and other["seed"] == 3 and cfg["seed"] == 0
+    assert folder_name(other, changed) == "digits-plus-seed3" and not is_reduced(changed)
+    run = other["runs"][0]
+    assert run_record_config(other, run, changed, "x.json")["reduced"] is False
+    both, changed = with_overrides(cfg, epochs=3, seed=3)
+    assert folder_name(both, changed) == "digits-plus-reduced-seed3" and is_reduced(changed)
+    assert command_line("digits-plus", overrides=changed).endswith("--epochs 3 --seed 3")
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
+        with_overrides(cfg, seed=-1)
 
 
 @pytest.mark.parametrize("args, match", [
