@@ -87,22 +87,30 @@ def fgsm_accuracy(model: nn.Module, dataset: Dataset, *, eps: float, batch_size:
     return correct / total
 
 
-def catastrophic_overfitting(history: Sequence[dict], drop: float = 0.2) -> bool:
+def catastrophic_overfitting(history: Sequence[dict], drop: float = 0.2, gap: float = 0.5) -> bool:
     """Whether the last record shows catastrophic overfitting (Wong, Rice & Kolter 2020).
 
-    Our operational test of their symptom: the last record's PGD accuracy
-    (``robust_acc``) lies at least ``drop`` (absolute) below the best of the run so far,
-    while its FGSM accuracy (``fgsm_acc``) is no lower than at that best epoch -- the
-    model has learned to defeat the one-step attack but not the multi-step one.
+    Our operational test of their symptom -- the model defeats the one-step attack but
+    not the multi-step one -- is true if either holds for the last record:
+
+    * its PGD accuracy (``robust_acc``) lies at least ``drop`` (absolute) below the best
+      of the run so far while its FGSM accuracy (``fgsm_acc``) is no lower than at that
+      best epoch (the collapse of a run that had become robust);
+    * its FGSM accuracy exceeds its PGD accuracy by at least ``gap`` (a run that never
+      became robust to PGD while FGSM accuracy climbs; adversarially trained models
+      normally show a gap of a few to 20 points).
+
     Records without both accuracies are skipped; ``False`` if the last has none.
     """
     check_real("drop", drop, minimum=0, strict=True)
+    check_real("gap", gap, minimum=0, strict=True)
     rated = [r for r in history if r.get("robust_acc") is not None and r.get("fgsm_acc") is not None]
     if not rated or rated[-1] is not history[-1]:
         return False
     best = max(rated, key=lambda r: r["robust_acc"])
     last = rated[-1]
-    return last["robust_acc"] <= best["robust_acc"] - drop and last["fgsm_acc"] >= best["fgsm_acc"]
+    collapsed = last["robust_acc"] <= best["robust_acc"] - drop and last["fgsm_acc"] >= best["fgsm_acc"]
+    return collapsed or last["fgsm_acc"] - last["robust_acc"] >= gap
 
 
 def cw_accuracy(model: nn.Module, dataset: Dataset, *, eps: float, alpha: float, steps: int = 20,

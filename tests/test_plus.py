@@ -265,10 +265,12 @@ def test_overfitting_detection_adds_its_fields_to_the_history(digits):  # the ru
 
 
 @pytest.mark.parametrize("pgd, fgsm, flagged", [
-    ([0.40, 0.45, 0.10], [0.50, 0.55, 0.80], True),   # PGD collapses while FGSM rises
+    ([0.40, 0.45, 0.10], [0.50, 0.55, 0.58], True),   # PGD collapses while FGSM holds (gap 0.48 alone: not)
     ([0.40, 0.45, 0.10], [0.50, 0.55, 0.20], False),  # both fall: not the overfitting symptom
-    ([0.40, 0.45, 0.30], [0.50, 0.55, 0.80], False),  # a 15-point dip is under the 20-point threshold
+    ([0.40, 0.45, 0.30], [0.50, 0.55, 0.70], False),  # a 15-point dip is under the 20-point threshold
     ([0.40, 0.45, 0.46], [0.50, 0.55, 0.60], False),
+    ([0.12, 0.14, 0.12], [0.54, 0.66, 0.88], True),   # never robust to PGD, FGSM gap of 76 points
+    ([0.12, 0.14, 0.12], [0.54, 0.66, 0.60], False),  # gap of 48 points: under the 50-point threshold
 ])
 def test_catastrophic_overfitting_rule(pgd, fgsm, flagged):
     history = [{"robust_acc": p, "fgsm_acc": f} for p, f in zip(pgd, fgsm)]
@@ -276,6 +278,22 @@ def test_catastrophic_overfitting_rule(pgd, fgsm, flagged):
     assert catastrophic_overfitting(history + [{"robust_acc": None, "fgsm_acc": None}]) is False
     with pytest.raises(ValueError, match="drop"):
         catastrophic_overfitting(history, drop=0)
+    with pytest.raises(ValueError, match="gap"):
+        catastrophic_overfitting(history, gap=-1)
+
+
+def test_the_stored_mnist_fast_runs_are_flagged():
+    """The reduced MNIST Fast runs (data/results) lost to PGD from the first epochs; the gap rule sees it."""
+    from pathlib import Path
+    from amata_lib import load_run
+    folder = Path(__file__).resolve().parents[1] / "data" / "results" / "mnist-plus-reduced"
+    for name in ("fast", "amata-fast"):
+        history = load_run(folder / f"{name}.json")["history"]
+        flags = [catastrophic_overfitting(history[:i + 1]) for i in range(len(history))]
+        assert flags[-1] and sum(flags) >= 5, (name, flags)
+    pgd = load_run(folder / "pgd-10.json")["history"]
+    healthy = [dict(r, fgsm_acc=min(1.0, r["robust_acc"] + 0.1)) for r in pgd]  # a typical 10-point gap
+    assert not any(catastrophic_overfitting(healthy[:i + 1]) for i in range(len(healthy)))
 
 
 @pytest.mark.parametrize("name, kwargs, field", [
