@@ -82,6 +82,7 @@ def pgd(
     steps: int,
     random_start: bool = True,
     loss: str = "ce",
+    start: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L-infinity PGD (the paper's Eq. 2): ``steps`` signed-gradient ascent steps of size ``alpha``.
 
@@ -103,6 +104,10 @@ def pgd(
         as in the paper's Algorithm 1.
     loss : {"ce", "cw"}
         Cross-entropy, or the Carlini-Wagner margin (PGD on it is the "CW attack").
+    start : torch.Tensor, optional
+        A start point of ``x``'s shape (projected onto the ball and ``[0, 1]`` first),
+        used instead of ``x`` or the random start -- e.g. a perturbation kept from an
+        earlier epoch (ATTA) or a fixed one (Amata+Fast).
 
     Returns
     -------
@@ -113,9 +118,14 @@ def pgd(
     x = x.detach()
     if eps == 0:
         return x.clone()
-    x_adv = x.clone()
-    if random_start:
-        x_adv = project(x_adv + torch.empty_like(x).uniform_(-eps, eps), x, eps)
+    if start is not None:
+        if start.shape != x.shape:
+            raise ValueError(f"start must have the shape of x {tuple(x.shape)}, got {tuple(start.shape)}")
+        x_adv = project(start.detach(), x, eps)
+    elif random_start:
+        x_adv = project(x + torch.empty_like(x).uniform_(-eps, eps), x, eps)
+    else:
+        x_adv = x.clone()
     for _ in range(steps):
         x_adv = project(x_adv + alpha * _input_grad(model, x_adv, y, loss).sign(), x, eps)
     return x_adv.detach()

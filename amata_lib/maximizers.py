@@ -108,11 +108,6 @@ class _EarlyStopPGD:
         self._passes = 0.0
         self.steps_taken = torch.zeros(0, dtype=torch.long)
 
-    def _start(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.random_start:
-            return x.clone()
-        return project(x + torch.empty_like(x).uniform_(-self.eps, self.eps), x, self.eps)
-
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan | None) -> torch.Tensor:
         if plan is None:
             raise ValueError(f"plan must be a Plan for {type(self).__name__}, got None")
@@ -123,7 +118,7 @@ class _EarlyStopPGD:
         if self.eps == 0 or n == 0:
             return x.clone()
         self._reset(n, x.device)
-        x_adv = self._start(x)
+        x_adv = pgd(model, x, y, eps=self.eps, alpha=0.0, steps=0, random_start=self.random_start)  # the start
         active = torch.arange(n, device=x.device)
         for _ in range(plan.steps):
             if len(active) == 0:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_epoch, check_int, check_real
-from .attacks import _input_grad, project
+from .attacks import pgd, project
 from .schedules import Plan
 
 
@@ -151,13 +151,8 @@ class FastMaximizer:
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan | None) -> torch.Tensor:
         plan = _need_plan(plan, "FastMaximizer")
-        x = x.detach()
-        if self.weak:
-            start = x + self.fixed_start * self.eps
-        else:
-            start = x + torch.empty_like(x).uniform_(-self.eps, self.eps)
-        start = project(start, x, self.eps)
-        return project(start + plan.alpha * _input_grad(model, start, y, "ce").sign(), x, self.eps).detach()
+        start = x + self.fixed_start * self.eps if self.weak else None  # None: pgd's uniform random start
+        return pgd(model, x, y, eps=self.eps, alpha=plan.alpha, steps=1, start=start)
 
     def passes(self, plan: Plan | None) -> int:
         """Extra forward+backward passes per minibatch: one."""
@@ -367,13 +362,12 @@ class ATTAMaximizer:
         self._grow(int(index.max()) + 1 if len(index) else 0, x)
         fresh = torch.empty_like(x).uniform_(-self.eps, self.eps)
         keep = self.stored[index].view(-1, *([1] * (x.dim() - 1)))
-        x_adv = project(x + torch.where(keep, self.delta[index], fresh), x, self.eps)
-        for _ in range(plan.steps):
-            x_adv = project(x_adv + plan.alpha * _input_grad(model, x_adv, y, "ce").sign(), x, self.eps)
+        x_adv = pgd(model, x, y, eps=self.eps, alpha=plan.alpha, steps=plan.steps,
+                    start=x + torch.where(keep, self.delta[index], fresh))
         self.delta[index] = x_adv - x
         self.stored[index] = True
         self._passes = plan.steps
-        return x_adv.detach()
+        return x_adv
 
     def passes(self, plan: Plan | None) -> int:
         """Extra forward+backward passes per minibatch: ``plan.steps``."""

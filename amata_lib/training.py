@@ -144,9 +144,8 @@ def batches(dataset: Dataset, batch_size: int, *, shuffle: bool = False,
     datasets go through :func:`make_loader`.
     """
     if isinstance(dataset, TensorDataset):
-        x, y = dataset.tensors
-        for idx in _index_batches(len(y), batch_size, shuffle, generator, rank, world_size, x.device):
-            yield x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+        for x, y, _ in _tensor_batches(dataset, batch_size, shuffle, generator, device, rank, world_size):
+            yield x, y
     else:
         yield from _moved(make_loader(dataset, batch_size, shuffle=shuffle, generator=generator,
                                       device=device, rank=rank, world_size=world_size), device)
@@ -163,11 +162,12 @@ def to_device(dataset: Dataset, device: torch.device, max_fraction: float = DEVI
     return TensorDataset(*(t.to(device) for t in dataset.tensors))
 
 
-def _tensor_feed(dataset: TensorDataset, batch_size: int, generator: torch.Generator, device: torch.device,
-                 rank: int, world_size: int) -> IndexedBatches:
+def _tensor_batches(dataset: TensorDataset, batch_size: int, shuffle: bool, generator: torch.Generator | None,
+                    device: torch.device | None, rank: int, world_size: int) -> IndexedBatches:
+    """``(x, y, index)`` minibatches of a ``TensorDataset``, indexed where its tensors live."""
     x, y = dataset.tensors
-    for idx in _index_batches(len(y), batch_size, True, generator, rank, world_size, x.device):
-        yield x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True), idx.to(device)
+    for idx in _index_batches(len(y), batch_size, shuffle, generator, rank, world_size, x.device):
+        yield x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True), idx
 
 
 def _epoch_feed(dataset: Dataset, batch_size: int, generator: torch.Generator, device: torch.device,
@@ -177,7 +177,7 @@ def _epoch_feed(dataset: Dataset, batch_size: int, generator: torch.Generator, d
     persistent ``DataLoader`` over all epochs and give ``index = None``."""
     if isinstance(dataset, TensorDataset):
         on_device = to_device(dataset, device)
-        return lambda: _tensor_feed(on_device, batch_size, generator, device, rank, world_size)
+        return lambda: _tensor_batches(on_device, batch_size, True, generator, device, rank, world_size)
     loader = make_loader(dataset, batch_size, shuffle=True, generator=generator, device=device,
                          rank=rank, world_size=world_size, seed=seed)
     return lambda: ((x, y, None) for x, y in _moved(loader, device))
@@ -431,6 +431,8 @@ def train(
     if maximizer is None:
         maximizer = Clean() if schedule is None else PGDMaximizer(eps)
     own_step = bool(getattr(maximizer, "own_step", False))
+    uses_index = bool(getattr(maximizer, "uses_index", False))
+    counts_layers = hasattr(maximizer, "layer_passes")
     eval_alpha = 2.5 * eps / eval_steps if eval_alpha is None else eval_alpha
 
     seed_everything(seed)
@@ -495,12 +497,12 @@ def train(
                     net.train()
                     loss = maximizer.train_step(net, model, opt, x, y, plan, scale)
                     attack_work.append(maximizer.passes(plan) * len(y))
-                    if hasattr(maximizer, "layer_passes"):
+                    if counts_layers:
                         layer_work.append(maximizer.layer_passes * len(y))
                 else:
                     if plan is not None:
                         model.eval()
-                        extra = {"index": index} if getattr(maximizer, "uses_index", False) else {}
+                        extra = {"index": index} if uses_index else {}
                         x = maximizer(model, x, y, plan, **extra)
                         attack_work.append(maximizer.passes(plan) * len(y))
                     net.train()
