@@ -509,7 +509,7 @@ def train(
                     loss = F.cross_entropy(net(x), y)
             if not own_step:
                 opt.zero_grad(set_to_none=True)
-                (loss * scale if world > 1 else loss).backward()
+                (loss * scale).backward()
                 opt.step()
             loss_sum += loss.detach().float() * len(y)
             n_seen += len(y)
@@ -519,11 +519,10 @@ def train(
         epoch_time = distributed.all_max(time.perf_counter() - t0)
         if bar is not None:
             bar.close()
-        totals = distributed.all_sum([float(loss_sum), n_seen, *attack_work, *layer_work])
-        layer_totals = totals[2 + len(attack_work):]
-        totals = totals[:2 + len(attack_work)]
+        loss_total, seen, *work = distributed.all_sum([float(loss_sum), n_seen, *attack_work, *layer_work])
+        attack_totals, layer_totals = work[:len(attack_work)], work[len(attack_work):]
         # own-step methods count their training passes themselves; otherwise one per minibatch
-        epoch_passes = (0 if own_step else len(sizes)) + sum(w / m for w, m in zip(totals[2:], sizes))
+        epoch_passes = (0 if own_step else len(sizes)) + sum(w / m for w, m in zip(attack_totals, sizes))
         record = {
             "epoch": t + 1,
             "steps": plan.steps if plan is not None else 0,
@@ -532,7 +531,7 @@ def train(
             "epoch_time": epoch_time,
             "time": (history[-1]["time"] if history else 0.0) + epoch_time,
             "passes": _tidy((history[-1]["passes"] if history else 0) + epoch_passes),
-            "train_loss": totals[0] / max(totals[1], 1),
+            "train_loss": loss_total / max(seen, 1),
             "clean_acc": None,
             "robust_acc": None,
         }
