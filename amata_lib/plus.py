@@ -70,7 +70,6 @@ class FreeMaximizer:
     def __init__(self, eps: float) -> None:
         self.eps = check_real("eps", eps, minimum=0)
         self.delta: torch.Tensor | None = None
-        self._passes = 0
 
     def train_step(self, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
                    y: torch.Tensor, plan: Plan | None, loss_scale: float = 1.0) -> torch.Tensor:
@@ -90,12 +89,11 @@ class FreeMaximizer:
             delta = _delta_step(delta.detach(), delta.grad, x, plan.alpha, self.eps)
             losses.append(loss.detach())
         self.delta[:len(x)] = delta
-        self._passes = plan.steps
         return torch.stack(losses).mean()
 
     def passes(self, plan: Plan | None) -> int:
-        """Full forward+backward passes of the last minibatch: ``m`` (training included)."""
-        return self._passes
+        """Full forward+backward passes of a minibatch: ``m`` (training included)."""
+        return 0 if plan is None else plan.steps
 
     def state_dict(self) -> dict:
         """The carried perturbation."""
@@ -212,7 +210,6 @@ class YOPOMaximizer:
         if not isinstance(layer, str) or not layer:
             raise ValueError(f"layer must be the name of a submodule, got {layer!r}")
         self.layer = layer
-        self._passes = 0
         self.layer_passes = 0
 
     def _submodule(self, model: nn.Module) -> nn.Module:
@@ -287,13 +284,12 @@ class YOPOMaximizer:
             for _ in range(self.n):
                 delta = _delta_step(delta, self.cheap_grad(model, x, delta, g), x, plan.alpha, self.eps)
         optimizer.step()
-        self._passes = plan.steps
         self.layer_passes = (plan.steps - 1) * self.n
         return torch.stack(losses).mean()
 
     def passes(self, plan: Plan | None) -> int:
-        """Full forward+backward passes of the last minibatch: ``m`` (training included)."""
-        return self._passes
+        """Full forward+backward passes of a minibatch: ``m`` (training included)."""
+        return 0 if plan is None else plan.steps
 
 
 class ATTAMaximizer:
@@ -325,7 +321,6 @@ class ATTAMaximizer:
         self.early_reset = self.reset if early_reset is None else check_int("early_reset", early_reset, minimum=1)
         self.delta: torch.Tensor | None = None
         self.stored: torch.Tensor | None = None  # which rows of delta hold a perturbation
-        self._passes = 0
 
     def reset_period(self, t: int) -> int:
         """The reset period in force in epoch ``t``."""
@@ -366,12 +361,11 @@ class ATTAMaximizer:
                     start=x + torch.where(keep, self.delta[index], fresh))
         self.delta[index] = x_adv - x
         self.stored[index] = True
-        self._passes = plan.steps
         return x_adv
 
     def passes(self, plan: Plan | None) -> int:
         """Extra forward+backward passes per minibatch: ``plan.steps``."""
-        return self._passes
+        return 0 if plan is None else plan.steps
 
     def state_dict(self) -> dict:
         """The stored perturbations and which examples have one."""
