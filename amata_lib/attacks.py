@@ -11,12 +11,20 @@ Conventions shared by every function here:
 """
 from __future__ import annotations
 
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_real
+from ._checks import (
+    check_bool,
+    check_choice,
+    check_pixels,
+    check_real,
+    check_strict_int,
+)
+from .errors import UserError
 
 LOSSES = ("ce", "cw")
 
@@ -36,18 +44,15 @@ def attack_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torc
     """Per-example loss the attacker ascends: cross-entropy (``"ce"``) or CW margin (``"cw"``)."""
     if loss == "ce":
         return F.cross_entropy(logits, y, reduction="none")
-    if loss == "cw":
-        return cw_loss(logits, y)
-    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    check_choice("loss", loss, LOSSES)
+    return cw_loss(logits, y)
 
 
 def _check_budget(eps: float, alpha: float, steps: int, loss: str) -> None:
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    check_real("eps", eps, minimum=0)
+    check_choice("loss", loss, LOSSES)
+    check_real("eps", eps, minimum=0, maximum=1)
     check_real("alpha", alpha, minimum=0)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    check_strict_int("steps", steps, minimum=0)
 
 
 def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
@@ -64,9 +69,32 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
 
 
+def ascent_step(x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, alpha: float, eps: float) -> torch.Tensor:
+    """One step of Eq. 2: ``x_adv + alpha * sign(grad)``, projected onto the ball around ``x`` and ``[0, 1]``."""
+    return project(x_adv + alpha * grad.sign(), x, eps)
+
+
+def fosc(model: nn.Module, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor, eps: float, *,
+         grad: torch.Tensor | None = None, loss: str = "ce") -> torch.Tensor:
+    """First-order stationarity condition of Wang et al. (2019; the paper's Eq. 15) per example, L-infinity ball.
+
+    ``FOSC(x_adv) = eps * ||g||_1 - <x_adv - x, g>`` with ``g`` the input gradient of the
+    attack loss at ``x_adv`` (computed here in the model's current mode unless ``grad``
+    is given). The L1 norm is the dual of the ball's L-infinity norm, so FOSC is ``>= 0``
+    inside the ball and ``0`` exactly at a first-order stationary point (the ``[0, 1]``
+    box is ignored, as in their definition). ``x`` is the ball's centre, the clean input.
+    """
+    check_real("eps", eps, minimum=0)
+    if x_adv.shape != x.shape:
+        raise UserError(f"x_adv and x must have the same shape, got {tuple(x_adv.shape)} and {tuple(x.shape)}")
+    g = (_input_grad(model, x_adv, y, loss) if grad is None else grad).flatten(1)
+    return (eps * g.abs().sum(1) - ((x_adv - x).detach().flatten(1) * g).sum(1)).detach()
+
+
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, loss: str = "ce") -> torch.Tensor:
     """Fast gradient sign method: one signed step of size ``eps`` from ``x``, clipped to [0, 1]."""
     _check_budget(eps, eps, 1, loss)
+    check_pixels("x", x)
     if eps == 0:
         return x.detach().clone()
     return project(x + eps * _input_grad(model, x, y, loss).sign(), x, eps).detach()
@@ -113,19 +141,40 @@ def pgd(
     -------
     torch.Tensor
         The adversarial batch, detached, inside the ball and inside ``[0, 1]``.
+
+    Raises
+    ------
+    UserError
+        A bad budget, or ``x`` not in ``[0, 1]`` (the ball around such a point may not
+        meet the box, and the result would leave the ball).
     """
     _check_budget(eps, alpha, steps, loss)
+    check_pixels("x", x)
     x = x.detach()
     if eps == 0:
         return x.clone()
+    x_adv = pgd_start(x, eps, random_start=random_start, start=start)
+    for x_adv in pgd_iterates(model, x, y, x_adv, eps=eps, alpha=alpha, steps=steps, loss=loss):
+        pass
+    return x_adv.detach()
+
+
+def pgd_start(x: torch.Tensor, eps: float, *, random_start: bool = True,
+              start: torch.Tensor | None = None) -> torch.Tensor:
+    """PGD's ``x^0``: ``start`` projected, else a uniform point of the ball (``random_start``), else ``x``."""
+    x = x.detach()
     if start is not None:
         if start.shape != x.shape:
-            raise ValueError(f"start must have the shape of x {tuple(x.shape)}, got {tuple(start.shape)}")
-        x_adv = project(start.detach(), x, eps)
-    elif random_start:
-        x_adv = project(x + torch.empty_like(x).uniform_(-eps, eps), x, eps)
-    else:
-        x_adv = x.clone()
+            raise UserError(f"start must have the shape of x {tuple(x.shape)}, got {tuple(start.shape)}")
+        return project(start.detach(), x, eps)
+    if check_bool("random_start", random_start):
+        return project(x + torch.empty_like(x).uniform_(-eps, eps), x, eps)
+    return x.clone()
+
+
+def pgd_iterates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, *, eps: float,
+                 alpha: float, steps: int, loss: str = "ce") -> Iterator[torch.Tensor]:
+    """The iterates ``x^1 .. x^K`` of PGD from ``x_adv = x^0``: one :func:`ascent_step` each (unchecked inputs)."""
     for _ in range(steps):
-        x_adv = project(x_adv + alpha * _input_grad(model, x_adv, y, loss).sign(), x, eps)
-    return x_adv.detach()
+        x_adv = ascent_step(x_adv, _input_grad(model, x_adv, y, loss), x, alpha, eps)
+        yield x_adv

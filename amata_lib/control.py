@@ -50,6 +50,8 @@ import numpy as np
 import sympy as sp
 
 from ._checks import check_real as _check_real
+from ._checks import check_strict_int
+from .errors import UserError
 from .schedules import FromFunction, Plan, Schedule
 
 theta, x = sp.symbols("theta x", real=True)
@@ -63,8 +65,7 @@ p = sp.Symbol("p", real=True)
 
 
 def _check_steps(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    check_strict_int(name, value)
     return int(value)
 
 
@@ -290,7 +291,7 @@ def hamiltonian_argmax(*, theta0_value: float, tau_value: float, gamma_value: fl
     k_max = _check_steps("k_max", k_max)
     ts = np.asarray(times, dtype=float)
     if ts.ndim != 1 or len(ts) == 0 or np.any(ts < 0) or np.any(ts > horizon):
-        raise ValueError(f"times must be a non-empty 1-d sequence in [0, horizon={horizon:g}], got {times!r}")
+        raise UserError(f"times must be a non-empty 1-d sequence in [0, horizon={horizon:g}], got {times!r}")
     theta_t = _numeric("trajectory")(theta0_value, ts)
     costate = _numeric("costate")(theta0_value, ts, horizon)
     k_star = _numeric("schedule")(tau_value, theta0_value, ts)
@@ -315,7 +316,7 @@ def schedule_from_expression(expression: sp.Expr, *, theta0_value: float, tau_va
     """
     extra = expression.free_symbols - {tau, theta0, t}
     if extra:
-        raise ValueError(f"expression may only use tau, theta0 and t, got extra symbols {sorted(map(str, extra))}")
+        raise UserError(f"expression may only use tau, theta0 and t, got extra symbols {sorted(map(str, extra))}")
     theta0_value = _check_real("theta0_value", theta0_value)
     tau_value = _check_real("tau_value", tau_value, minimum=0, strict=True)
     eta = _check_real("eta", eta, minimum=0, strict=True)
@@ -351,7 +352,7 @@ def two_loop(schedule: Schedule, *, theta0_value: float, eta: float, gamma_value
     for plan in plans:
         theta_value = theta_value + eta * flow(theta_value, plan.alpha, plan.steps)
         if not math.isfinite(theta_value):
-            raise ValueError(f"the outer loop diverged with eta={eta:g}; use a smaller eta")
+            raise UserError(f"the outer loop diverged with eta={eta:g}; use a smaller eta")
         thetas.append(theta_value)
     steps = np.array([p.steps for p in plans])
     theta_arr = np.array(thetas)
@@ -369,7 +370,7 @@ def tradeoff(schedules: Mapping[str, Schedule], *, theta0_value: float, eta: flo
     ``robust_loss`` (final ``theta**2/2``), ``objective`` (see :func:`two_loop`).
     """
     if not schedules:
-        raise ValueError("schedules must name at least one schedule, got an empty mapping")
+        raise UserError("schedules must name at least one schedule, got an empty mapping")
     rows = []
     for name, schedule in schedules.items():
         run = two_loop(schedule, theta0_value=theta0_value, eta=eta, gamma_value=gamma_value)
@@ -389,7 +390,7 @@ def optimal_shape_schedule(*, k_min: int, k_max: int, tau: float, epochs: int, h
     """
     k_min_i, k_max_i = _check_steps("k_min", k_min), _check_steps("k_max", k_max)
     if k_min_i > k_max_i:
-        raise ValueError(f"k_min must be <= k_max, got k_min={k_min!r} > k_max={k_max!r}")
+        raise UserError(f"k_min must be <= k_max, got k_min={k_min!r} > k_max={k_max!r}")
     tau_f = _check_real("tau", tau, minimum=0, strict=True)
     horizon_f = _check_real("horizon", horizon, minimum=0, strict=True)
     epochs_i = _check_steps("epochs", epochs)

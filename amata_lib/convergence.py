@@ -18,10 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ._checks import check_strict_int
+from ._nn import eval_mode, param_grad_sq_norm
 from .attacks import attack_loss, pgd
+from .errors import UserError
 from .schedules import Plan, Schedule
 
 
@@ -29,9 +31,8 @@ def optimization_term(sigma: float, beta: float, gap: float, iterations: int) ->
     """First term of Theorem 1, ``4 sigma sqrt(beta Delta / T)``: vanishes as T grows."""
     for name, value in (("sigma", sigma), ("beta", beta), ("gap", gap)):
         if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
+            raise UserError(f"{name} must be a finite number >= 0, got {value!r}")
+    check_strict_int("iterations", iterations)
     return 4 * sigma * math.sqrt(beta * gap / iterations)
 
 
@@ -39,7 +40,7 @@ def inexactness_term(l_theta_x: float, delta: float) -> float:
     """Second term of Theorem 1, ``5 L_theta_x^2 delta^2``: a floor that does not depend on T."""
     for name, value in (("l_theta_x", l_theta_x), ("delta", delta)):
         if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+            raise UserError(f"{name} must be a finite number >= 0, got {value!r}")
     return 5 * l_theta_x ** 2 * delta ** 2
 
 
@@ -101,7 +102,7 @@ class ConcaveToy:
         """
         n = len(self.y)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
-            raise ValueError(f"batch_size must be an integer in [1, {n}], got {batch_size!r}")
+            raise UserError(f"batch_size must be an integer in [1, {n}], got {batch_size!r}")
         z = self.y[:, None] * self.x0
         per_example = ((z - z.mean(0)) ** 2).sum(1).mean()
         return math.sqrt(per_example / batch_size * (n - batch_size) / max(n - 1, 1))
@@ -117,11 +118,10 @@ class ConcaveToy:
 def make_toy(n: int = 512, dim: int = 20, *, lam: float = 0.1, mu: float = 1.0, eps: float = 0.1,
              seed: int = 0) -> ConcaveToy:
     """Two Gaussian classes ``x0 ~ N(y m, I)`` with a random unit-scale mean ``m``; labels +-1."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an integer >= 2, got {n!r}")
+    check_strict_int("n", n, minimum=2)
     for name, value in (("lam", lam), ("mu", mu), ("eps", eps)):
         if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+            raise UserError(f"{name} must be a finite number > 0, got {value!r}")
     rng = np.random.default_rng(seed)
     y = rng.choice([-1.0, 1.0], size=n)
     m = rng.normal(size=dim) / math.sqrt(dim)
@@ -137,7 +137,7 @@ def run_two_loop(toy: ConcaveToy, schedule: Schedule, *, lr: float, batch_size: 
     ``delta`` = the largest ``||x_adv - x*||_2`` in the minibatch, ``steps`` = K_t.
     """
     if not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+        raise UserError(f"lr must be a finite number > 0, got {lr!r}")
     rng = np.random.default_rng(seed)
     theta = np.zeros(toy.x0.shape[1]) if theta0 is None else np.array(theta0, dtype=float)
     n = len(toy.y)
@@ -163,8 +163,7 @@ def reference_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
     at uniform random points of the ball. The step size defaults to ``2.5 * eps / steps``
     (Madry et al.): many small steps. The caller sets the random state and the model's mode.
     """
-    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-        raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
+    check_strict_int("restarts", restarts)
     alpha = 2.5 * eps / steps if alpha is None else alpha
     best, best_loss = x.detach().clone(), torch.full((len(y),), -math.inf, device=x.device)
     for r in range(restarts):
@@ -174,14 +173,6 @@ def reference_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
         better = loss > best_loss
         best[better], best_loss[better] = x_adv[better], loss[better]
     return best
-
-
-def robust_grad_norm_sq(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> float:
-    """``||grad_theta mean CE(model(x_adv), y)||^2`` over all parameters; leaves ``.grad`` untouched."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    with torch.enable_grad():
-        grads = torch.autograd.grad(F.cross_entropy(model(x_adv), y), params)
-    return float(sum((g.float() ** 2).sum() for g in grads))
 
 
 def measure_inner(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, plan: Plan,
@@ -194,9 +185,7 @@ def measure_inner(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
     Runs in eval mode with its own seeded random stream, so calling it from a
     training callback does not change the training run.
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
             torch.manual_seed(seed)
             x_ref = reference_attack(model, x, y, eps=eps, steps=ref_steps, restarts=restarts)
@@ -204,7 +193,5 @@ def measure_inner(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
         dist = (x_plan - x_ref).flatten(1).norm(dim=1)
         with torch.no_grad():
             gap = attack_loss(model(x_ref), y).mean() - attack_loss(model(x_plan), y).mean()
-        return {"grad_sq": robust_grad_norm_sq(model, x_ref, y), "delta": float(dist.mean()),
+        return {"grad_sq": param_grad_sq_norm(model, x_ref, y), "delta": float(dist.mean()),
                 "delta_max": float(dist.max()), "loss_gap": float(gap)}
-    finally:
-        model.train(was_training)

@@ -29,16 +29,16 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from numbers import Real
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
 from torch import nn
 
-from ._checks import check_real
+from ._checks import check_int, check_positive, check_real, check_strict_int
+from ._nn import eval_mode, param_grad_sq_norm
 from .attacks import pgd
+from .errors import UserError
 from .schedules import Plan
 
 
@@ -57,16 +57,14 @@ class SearchSpace:
     def __post_init__(self) -> None:
         for name in ("k_lo", "k_hi"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_strict_int(name, value)
         if self.k_hi < self.k_lo:
-            raise ValueError(f"k_hi must be >= k_lo={self.k_lo}, got {self.k_hi!r}")
+            raise UserError(f"k_hi must be >= k_lo={self.k_lo}, got {self.k_hi!r}")
         for name in ("alpha_lo", "alpha_hi"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+            check_positive(name, value)
         if self.alpha_hi < self.alpha_lo:
-            raise ValueError(f"alpha_hi must be >= alpha_lo={self.alpha_lo:g}, got {self.alpha_hi!r}")
+            raise UserError(f"alpha_hi must be >= alpha_lo={self.alpha_lo:g}, got {self.alpha_hi!r}")
 
     def hyperopt(self) -> dict:
         """The space in hyperopt's terms; ``K`` is a uniform real rounded to the nearest integer."""
@@ -93,36 +91,14 @@ class CriterionResult:
     evaluations: int
 
 
-def param_grad_sq_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """``||grad_theta mean_i CE(h_theta(x_i), y_i)||**2`` over all trainable parameters, in ``eval()`` mode.
-
-    Uses :func:`torch.autograd.grad`: the parameters' ``.grad`` are left untouched,
-    and the model's train/eval mode is restored afterwards.
-    """
-    params = [q for q in model.parameters() if q.requires_grad]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            loss = F.cross_entropy(model(x), y)
-            grads = torch.autograd.grad(loss, params)
-    finally:
-        model.train(was_training)
-    return float(sum(g.pow(2).sum() for g in grads))
-
-
 def plan_value(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, *, eps: float,
                gamma: float) -> float:
     """``V(alpha, K)``: squared parameter-gradient norm at PGD's point (no random start) minus ``gamma * K``."""
     if not isinstance(plan, Plan):
-        raise ValueError(f"plan must be a Plan, got {plan!r}")
-    was_training = model.training
-    model.eval()
-    try:
+        raise UserError(f"plan must be a Plan, got {plan!r}")
+    with eval_mode(model):
         x_adv = pgd(model, x, y, eps=eps, alpha=plan.alpha, steps=plan.steps, random_start=False)
-    finally:
-        model.train(was_training)
-    return param_grad_sq_norm(model, x_adv, y) - gamma * plan.steps
+        return param_grad_sq_norm(model, x_adv, y) - gamma * plan.steps
 
 
 def criterion_c(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, *, eps: float, gamma: float,
@@ -156,12 +132,10 @@ def criterion_c(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, 
         ``c = max(best TPE value, plan value) - plan value >= 0`` and the plan attaining it.
     """
     check_real("gamma", gamma, minimum=0)
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"budget must be an integer >= 1, got {budget!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    check_int("budget", budget)
+    check_int("seed", seed, minimum=0)
     if not isinstance(space, SearchSpace):
-        raise ValueError(f"space must be a SearchSpace, got {space!r}")
+        raise UserError(f"space must be a SearchSpace, got {space!r}")
 
     cache: dict[Plan, float] = {}
 
@@ -182,27 +156,3 @@ def criterion_c(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, 
     best, best_value = (found["plan"], -found["loss"]) if -found["loss"] > current else (plan, current)
     return CriterionResult(c=best_value - current, best=best, best_value=best_value, plan_value=current,
                            evaluations=len(cache))
-
-
-def fosc(model: nn.Module, x_adv: torch.Tensor, x0: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-    """FOSC of Wang et al. (the paper's Eq. 15) per example, for the L-infinity ball.
-
-    ``eps * ||g||_1 - <x_adv - x0, g>`` with ``g`` the gradient of the example's
-    cross-entropy with respect to its input at ``x_adv`` (``eval()`` mode,
-    restored afterwards). It is ``>= 0`` inside the ball and ``0`` at a
-    first-order stationary point of the inner maximisation.
-    """
-    check_real("eps", eps, minimum=0)
-    if x_adv.shape != x0.shape:
-        raise ValueError(f"x_adv and x0 must have the same shape, got {tuple(x_adv.shape)} and {tuple(x0.shape)}")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            point = x_adv.detach().requires_grad_(True)
-            loss = F.cross_entropy(model(point), y, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, point)
-    finally:
-        model.train(was_training)
-    grad = grad.flatten(1)
-    return (eps * grad.abs().sum(1) - ((x_adv.detach() - x0.detach()).flatten(1) * grad).sum(1)).detach()

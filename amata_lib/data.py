@@ -1,4 +1,6 @@
-"""Datasets as ``(train, test)`` pairs of ``TensorDataset``s with images in [0, 1], shape N x C x H x W.
+"""Datasets and minibatches.
+
+Datasets come as ``(train, test)`` pairs of ``TensorDataset``s with images in [0, 1], shape N x C x H x W.
 
 * ``digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images, no
   download), scaled from 0..16 to [0, 1], split 75 / 25 stratified by class with a
@@ -7,34 +9,88 @@
   ``path`` or the ``AMATA_MNIST`` environment variable, else torchvision's MNIST
   under ``root`` (downloaded only when ``download=True``);
 * ``cifar10``: torchvision's CIFAR-10 under ``root``.
+
+Every loaded set is checked (:func:`check_dataset`): pixels in [0, 1] and finite,
+integer labels, one label per image. Minibatches (:func:`batches`) of a
+``TensorDataset`` are gathered where its tensors live (on the GPU after
+:func:`to_device`); other datasets go through one persistent ``DataLoader``
+(:func:`make_loader`). Under ``torchrun`` each rank takes a contiguous shard of every
+global minibatch (:class:`ShardedBatchSampler`).
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+
+from . import distributed
+from ._checks import check_int, check_labels, check_pixels
+from .errors import UserError
 
 DATASETS = ("digits", "mnist", "cifar10")
 MNIST_ENV = "AMATA_MNIST"
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-class DatasetUnavailable(RuntimeError):
+DEVICE_DATA_FRACTION = 0.25
+Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
+IndexedBatches = Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+
+
+class DatasetUnavailable(UserError):
     """A dataset is not on this machine and cannot be fetched; the message says how to provide it."""
 
 
-def _tensors(x: np.ndarray, y: np.ndarray, scale: float) -> TensorDataset:
+def _tensors(x: np.ndarray, y: np.ndarray, scale: float, source: str = "data") -> TensorDataset:
+    """Images as float32 N x C x H x W divided by ``scale``, labels as int64; checked by :func:`check_dataset`.
+
+    ``source`` names the data in errors, e.g. ``"mnist.npz: x_train"`` (its labels: ``y_train``).
+    """
+    y = np.asarray(y)
+    labels = source.replace("x_", "y_") if "x_" in source else f"{source} labels"
+    if y.dtype.kind not in "iu":
+        raise DatasetUnavailable(f"{labels}: labels must be integers, got dtype {y.dtype}")
+    if len(y) != len(x):
+        raise DatasetUnavailable(f"{labels} has {len(y)} labels for {len(x)} images; they must be equally many")
     x = torch.as_tensor(np.asarray(x, dtype=np.float32) / scale)
     if x.ndim == 3:
         x = x.unsqueeze(1)
     elif x.ndim == 4 and x.shape[-1] in (1, 3):
         x = x.permute(0, 3, 1, 2)
-    return TensorDataset(x.contiguous(), torch.as_tensor(np.asarray(y), dtype=torch.long))
+    data = TensorDataset(x.contiguous(), torch.as_tensor(y, dtype=torch.long))
+    try:
+        check_dataset(source, data)
+    except UserError as exc:
+        raise DatasetUnavailable(str(exc)) from None
+    return data
+
+
+def check_dataset(name: str, dataset: Dataset, num_classes: int | None = None) -> None:
+    """Refuse data that would give silently wrong numbers.
+
+    A ``TensorDataset`` ``(x, y)`` must hold at least one example, float pixels in
+    [0, 1] without NaN, and one integer label per image in ``[0, num_classes)``
+    (a 1-D tensor, not one-hot). Other datasets (e.g. torchvision's with transforms)
+    are only checked for being non-empty; their items are checked by the model's
+    first forward pass.
+    """
+    if len(dataset) == 0:
+        raise UserError(f"{name} is empty; it must hold at least one example")
+    if not isinstance(dataset, TensorDataset):
+        return
+    if len(dataset.tensors) != 2:
+        raise UserError(f"{name} must be a TensorDataset of (images, labels), got {len(dataset.tensors)} tensors")
+    x, y = dataset.tensors
+    check_pixels(f"{name} images", x)
+    check_labels(f"{name} labels", y, len(x), num_classes)
 
 
 def load_digits(test_size: float = 0.25, seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
@@ -54,16 +110,22 @@ def load_npz(path: str | os.PathLike) -> tuple[TensorDataset, TensorDataset]:
     if not path.is_file():
         raise DatasetUnavailable(f"path {str(path)!r} is not a file")
     try:
-        with np.load(path) as f:
+        with np.load(path, allow_pickle=False) as f:
             missing = [k for k in NPZ_KEYS if k not in f]
             if missing:
                 raise DatasetUnavailable(f"{path} lacks keys {missing}; expected {list(NPZ_KEYS)}")
             arrays = {k: f[k] for k in NPZ_KEYS}
-    except (OSError, ValueError) as exc:
-        raise DatasetUnavailable(f"{path} is not a readable .npz file: {exc}") from None
-    scale = 255.0 if arrays["x_train"].dtype == np.uint8 else 1.0
-    return (_tensors(arrays["x_train"], arrays["y_train"], scale),
-            _tensors(arrays["x_test"], arrays["y_test"], scale))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DatasetUnavailable(f"{path} is not a readable .npz file ({type(exc).__name__}: {exc}); "
+                                 f"check the file or download it again") from None
+    out = []
+    for part in ("train", "test"):
+        x = arrays[f"x_{part}"]
+        if x.dtype != np.uint8 and x.dtype.kind not in "f":
+            raise DatasetUnavailable(f"{path}: x_{part} must be uint8 (0..255) or floats in [0, 1], "
+                                     f"got dtype {x.dtype}")
+        out.append(_tensors(x, arrays[f"y_{part}"], 255.0 if x.dtype == np.uint8 else 1.0, f"{path}: x_{part}"))
+    return out[0], out[1]
 
 
 def _torchvision(cls_name: str, root: Path, download: bool, hint: str) -> tuple[TensorDataset, TensorDataset]:
@@ -116,6 +178,8 @@ def load(name: str, *, path: str | os.PathLike | None = None, root: str | os.Pat
         The dataset is missing; the message says how to provide it.
     """
     if name == "digits":
+        if path is not None:
+            raise UserError("path applies to mnist only; digits is bundled with scikit-learn (drop --data-path)")
         return load_digits(seed=seed)
     if name == "mnist":
         path = path or os.environ.get(MNIST_ENV)
@@ -127,4 +191,125 @@ def load(name: str, *, path: str | os.PathLike | None = None, root: str | os.Pat
     if name == "cifar10":
         hint = "Place torchvision's CIFAR-10 under root, or allow download=True on a machine with internet."
         return _torchvision("CIFAR10", Path(root), download, hint)
-    raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
+    raise UserError(f"name must be one of {DATASETS}, got {name!r}")
+
+
+# ----------------------------------------------------------------------------- minibatches
+
+def _index_batches(n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None, rank: int,
+                   world_size: int, device: torch.device | None = None) -> Iterator[slice | torch.Tensor]:
+    """Indices of rank ``rank``'s shard of every global minibatch; one permutation per call."""
+    order = torch.randperm(n, generator=generator) if shuffle else None
+    if order is not None and device is not None:
+        order = order.to(device, non_blocking=True)
+    for start in range(0, n, batch_size):
+        lo, hi = distributed.shard_bounds(start, min(start + batch_size, n), rank, world_size)
+        yield slice(lo, hi) if order is None else order[lo:hi]
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """``DataLoader`` batch sampler: rank ``rank``'s shard of every global minibatch.
+
+    Ranks draw the same permutation from equally seeded generators, so the shards
+    of one global minibatch partition it.
+    """
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.batch_size, self.shuffle, self.generator = n, batch_size, shuffle, generator
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for idx in _index_batches(self.n, self.batch_size, self.shuffle, self.generator, self.rank, self.world_size):
+            yield list(range(idx.start, idx.stop)) if isinstance(idx, slice) else idx.tolist()
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None,
+                device: torch.device | None, rank: int = 0, world_size: int = 1,
+                num_workers: int | None = None, seed: int = 0) -> DataLoader:
+    """``DataLoader`` for datasets that are not ``TensorDataset`` (e.g. torchvision's with transforms).
+
+    Workers (default: this process's share of the usable CPU cores, at most 8)
+    live across epochs and prefetch; batches are pinned for asynchronous copies to
+    CUDA, so decoding does not starve the GPU. ``seed`` seeds the workers (random
+    transforms) without touching the global RNG; ``generator`` shuffles.
+    """
+    if num_workers is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        num_workers = min(8, cpus // world_size)
+    sampler = ShardedBatchSampler(len(dataset), batch_size, shuffle=shuffle, generator=generator,
+                                  rank=rank, world_size=world_size)
+    workers = num_workers > 0
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
+                      pin_memory=device is not None and device.type == "cuda", persistent_workers=workers,
+                      prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(seed))
+
+
+def _moved(loader: DataLoader, device: torch.device | None) -> Batches:
+    for x, y in loader:
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def batches(dataset: Dataset, batch_size: int, *, shuffle: bool = False,
+            generator: torch.Generator | None = None, device: torch.device | None = None,
+            rank: int = 0, world_size: int = 1) -> Batches:
+    """Minibatches ``(x, y)`` on ``device``: rank ``rank``'s shard of each global minibatch of ``batch_size``.
+
+    A ``TensorDataset`` is indexed where its tensors live (on the GPU after
+    :func:`to_device`; the permutation is moved there once per pass); other
+    datasets go through :func:`make_loader`.
+    """
+    if isinstance(dataset, TensorDataset):
+        for x, y, _ in tensor_batches(dataset, batch_size, shuffle, generator, device, rank, world_size):
+            yield x, y
+    else:
+        yield from _moved(make_loader(dataset, batch_size, shuffle=shuffle, generator=generator,
+                                      device=device, rank=rank, world_size=world_size), device)
+
+
+def to_device(dataset: Dataset, device: torch.device, max_fraction: float = DEVICE_DATA_FRACTION) -> Dataset:
+    """A ``TensorDataset`` copied once to a CUDA ``device`` if it needs at most ``max_fraction`` of the
+    free device memory; any other dataset, device or size is returned unchanged."""
+    if not isinstance(dataset, TensorDataset) or device.type != "cuda":
+        return dataset
+    nbytes = sum(t.numel() * t.element_size() for t in dataset.tensors)
+    if nbytes > max_fraction * torch.cuda.mem_get_info(device)[0]:
+        return dataset
+    return TensorDataset(*(t.to(device) for t in dataset.tensors))
+
+
+def tensor_batches(dataset: TensorDataset, batch_size: int, shuffle: bool, generator: torch.Generator | None,
+                    device: torch.device | None, rank: int, world_size: int) -> IndexedBatches:
+    """``(x, y, index)`` minibatches of a ``TensorDataset``, indexed where its tensors live."""
+    x, y = dataset.tensors
+    for idx in _index_batches(len(y), batch_size, shuffle, generator, rank, world_size, x.device):
+        yield x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True), idx
+
+
+def epoch_feed(dataset: Dataset, batch_size: int, generator: torch.Generator, device: torch.device,
+                rank: int, world_size: int, seed: int) -> Callable[[], IndexedBatches]:
+    """Shuffled training minibatches ``(x, y, index)``, one epoch per call: tensors are moved to the
+    device once and ``index`` holds the examples' dataset indices; other datasets share one
+    persistent ``DataLoader`` over all epochs and give ``index = None``."""
+    if isinstance(dataset, TensorDataset):
+        on_device = to_device(dataset, device)
+        return lambda: tensor_batches(on_device, batch_size, True, generator, device, rank, world_size)
+    loader = make_loader(dataset, batch_size, shuffle=True, generator=generator, device=device,
+                         rank=rank, world_size=world_size, seed=seed)
+    return lambda: ((x, y, None) for x, y in _moved(loader, device))
+
+
+
+
+def subset(dataset: Dataset, n: int | None) -> Dataset:
+    """The first ``n`` examples of ``dataset`` (all of it for ``None`` or ``n >= len``); ``n >= 1``."""
+    if n is not None:
+        check_int("n", n)
+    if n is None or n >= len(dataset):
+        return dataset
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*(t[:n] for t in dataset.tensors))
+    return torch.utils.data.Subset(dataset, range(n))

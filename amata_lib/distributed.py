@@ -27,6 +27,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from .errors import UserError
+
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 RANK_SEED_STRIDE = 1_000_003
 
@@ -36,9 +38,9 @@ def _env_int(name: str, minimum: int) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
+        raise UserError(f"environment variable {name} must be an integer, got {value!r}") from None
     if number < minimum:
-        raise ValueError(f"environment variable {name} must be >= {minimum}, got {number}")
+        raise UserError(f"environment variable {name} must be >= {minimum}, got {number}")
     return number
 
 
@@ -69,7 +71,7 @@ def init_from_env(device: str | torch.device = "auto") -> bool:
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     if rank >= world:
-        raise ValueError(f"environment variable RANK must be < WORLD_SIZE={world}, got {rank}")
+        raise UserError(f"environment variable RANK must be < WORLD_SIZE={world}, got {rank}")
     cuda = torch.cuda.is_available() if str(device) == "auto" else torch.device(device).type == "cuda"
     if cuda:
         torch.cuda.set_device(local_rank)
@@ -108,7 +110,7 @@ def rank_seed(seed: int) -> int:
 def shard_bounds(start: int, stop: int, rank: int, world_size: int) -> tuple[int, int]:
     """Rank ``rank``'s contiguous part ``[lo, hi)`` of ``[start, stop)``; part sizes differ by at most one."""
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        raise UserError(f"rank must be in [0, world_size={world_size}), got {rank}")
     size, extra = divmod(stop - start, world_size)
     lo = start + rank * size + min(rank, extra)
     return lo, lo + size + (rank < extra)

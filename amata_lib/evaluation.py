@@ -1,4 +1,4 @@
-"""Clean and robust accuracy, and the paper's headline measure: time to a robust accuracy.
+"""Clean and robust accuracy: PGD, FGSM, CW, AutoAttack, and a robustness report.
 
 Every function evaluates in ``eval()`` mode, in fp32, and restores the model's
 previous mode afterwards. :func:`autoattack_accuracy` runs AutoAttack (Croce & Hein,
@@ -15,34 +15,24 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from ._checks import check_real
+from ._checks import check_int, check_strict_int
+from ._nn import eval_mode
 from .attacks import fgsm, pgd
+from .data import batches
+from .errors import UserError
 
 AUTOATTACK_PACKAGE = "pyautoattack"
 AUTOATTACK_VERSIONS = ("standard", "plus", "custom")
 MASKING_GAP = 0.05
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[torch.device]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield next(model.parameters()).device
-    finally:
-        model.train(was_training)
-
-
-def _batches(dataset: Dataset, batch_size: int, device: torch.device):
-    from .training import batches  # late import: training imports this module
-    return batches(dataset, batch_size, device=device)
 
 
 def accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 512) -> float:
     """Fraction of ``dataset`` the model classifies correctly."""
     correct = total = 0
-    with _eval_mode(model) as dev, torch.no_grad():
-        for x, y in _batches(dataset, batch_size, dev):
+    with eval_mode(model) as dev, torch.no_grad():
+        for x, y in batches(dataset, batch_size, device=dev):
             correct += int((model(x).argmax(1) == y).sum())
             total += len(y)
     return correct / total
@@ -56,11 +46,10 @@ def pgd_accuracy(model: nn.Module, dataset: Dataset, *, eps: float, alpha: float
     fools the model on an example decides it (worst case per example). Examples the
     model already gets wrong count as wrong.
     """
-    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-        raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
+    check_int("restarts", restarts)
     correct = total = 0
-    with _eval_mode(model) as dev:
-        for x, y in _batches(dataset, batch_size, dev):
+    with eval_mode(model) as dev:
+        for x, y in batches(dataset, batch_size, device=dev):
             with torch.no_grad():
                 robust = model(x).argmax(1) == y
             for _ in range(restarts):
@@ -78,8 +67,8 @@ def pgd_accuracy(model: nn.Module, dataset: Dataset, *, eps: float, alpha: float
 def fgsm_accuracy(model: nn.Module, dataset: Dataset, *, eps: float, batch_size: int = 512) -> float:
     """Accuracy under FGSM: one signed step of ``eps`` from the clean input (no random start)."""
     correct = total = 0
-    with _eval_mode(model) as dev:
-        for x, y in _batches(dataset, batch_size, dev):
+    with eval_mode(model) as dev:
+        for x, y in batches(dataset, batch_size, device=dev):
             x_adv = fgsm(model, x, y, eps=eps)
             with torch.no_grad():
                 correct += int((model(x_adv).argmax(1) == y).sum())
@@ -87,61 +76,11 @@ def fgsm_accuracy(model: nn.Module, dataset: Dataset, *, eps: float, batch_size:
     return correct / total
 
 
-def catastrophic_overfitting(history: Sequence[dict], drop: float = 0.2, gap: float = 0.5) -> bool:
-    """Whether the last record shows catastrophic overfitting (Wong, Rice & Kolter 2020).
-
-    Our operational test of their symptom -- the model defeats the one-step attack but
-    not the multi-step one -- is true if either holds for the last record:
-
-    * its PGD accuracy (``robust_acc``) lies at least ``drop`` (absolute) below the best
-      of the run so far while its FGSM accuracy (``fgsm_acc``) is no lower than at that
-      best epoch (the collapse of a run that had become robust);
-    * its FGSM accuracy exceeds its PGD accuracy by at least ``gap`` (a run that never
-      became robust to PGD while FGSM accuracy climbs; adversarially trained models
-      normally show a gap of a few to 20 points).
-
-    Records without both accuracies are skipped; ``False`` if the last has none.
-    """
-    check_real("drop", drop, minimum=0, strict=True)
-    check_real("gap", gap, minimum=0, strict=True)
-    rated = [r for r in history if r.get("robust_acc") is not None and r.get("fgsm_acc") is not None]
-    if not rated or rated[-1] is not history[-1]:
-        return False
-    best = max(rated, key=lambda r: r["robust_acc"])
-    last = rated[-1]
-    collapsed = last["robust_acc"] <= best["robust_acc"] - drop and last["fgsm_acc"] >= best["fgsm_acc"]
-    return collapsed or last["fgsm_acc"] - last["robust_acc"] >= gap
-
-
 def cw_accuracy(model: nn.Module, dataset: Dataset, *, eps: float, alpha: float, steps: int = 20,
                 restarts: int = 1, batch_size: int = 512) -> float:
     """Accuracy under the CW attack of the paper's Table 2: PGD on the Carlini-Wagner margin loss."""
     return pgd_accuracy(model, dataset, eps=eps, alpha=alpha, steps=steps, restarts=restarts,
                         loss="cw", batch_size=batch_size)
-
-
-def time_to_target(history: Sequence[dict], robust_acc: float, *, stay: bool = False) -> dict | None:
-    """Training time and passes at the first evaluated epoch reaching ``robust_acc``.
-
-    With ``stay=True``, the first evaluated epoch from which *every* later evaluation
-    stays at or above the target (a rule less sensitive to one lucky evaluation).
-    Returns ``{"epoch", "time", "passes", "robust_acc"}`` or ``None`` if the run never
-    reaches the target (or, with ``stay``, ends below it). ``time`` excludes evaluation
-    (see :func:`amata_lib.train`).
-    """
-    if not 0 <= robust_acc <= 1:
-        raise ValueError(f"robust_acc must be a fraction in [0, 1], got {robust_acc!r}")
-    rated = [rec for rec in history if rec.get("robust_acc") is not None]
-    if stay:  # walk back from the end while the run stays at or above the target
-        hits = []
-        for rec in reversed(rated):
-            if rec["robust_acc"] < robust_acc:
-                break
-            hits.append(rec)
-        hit = hits[-1] if hits else None
-    else:
-        hit = next((rec for rec in rated if rec["robust_acc"] >= robust_acc), None)
-    return None if hit is None else {k: hit[k] for k in ("epoch", "time", "passes", "robust_acc")}
 
 
 @contextmanager
@@ -170,8 +109,7 @@ class _Collect(logging.Handler):
 
 def _head(dataset: Dataset, n: int) -> TensorDataset:
     """The first ``n`` examples of ``dataset`` (a fixed subset) as a ``TensorDataset``."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    check_strict_int("n", n)
     if isinstance(dataset, TensorDataset):
         return TensorDataset(*(t[:n] for t in dataset.tensors))
     xs, ys = zip(*(dataset[i] for i in range(min(n, len(dataset)))))
@@ -200,15 +138,15 @@ def _autoattack(model: nn.Module, dataset: Dataset, *, eps: float, n: int, versi
     """Robust accuracy under AutoAttack and the warnings of its reliability checks."""
     head = _head(dataset, n)
     if version not in AUTOATTACK_VERSIONS:
-        raise ValueError(f"version must be one of {AUTOATTACK_VERSIONS}, got {version!r}")
+        raise UserError(f"version must be one of {AUTOATTACK_VERSIONS}, got {version!r}")
     if (attacks is None) != (version != "custom"):
-        raise ValueError(f"attacks must be given exactly when version='custom', got {attacks!r}")
+        raise UserError(f"attacks must be given exactly when version='custom', got {attacks!r}")
     AutoAttack = _import_autoattack()
     log, collect = logging.getLogger("auto-attack"), _Collect()
     propagate, log.propagate = log.propagate, False
     log.addHandler(collect)
     try:
-        with _eval_mode(model) as dev, _frozen(model), _forked_rng(dev):
+        with eval_mode(model) as dev, _frozen(model), _forked_rng(dev):
             x, y = (t.to(dev) for t in head.tensors)
             adversary = AutoAttack(model, attacks=None if attacks is None else list(attacks), device=dev,
                                    eps=eps, norm="Linf", seed=seed, version=version)

@@ -23,149 +23,195 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import re
 import shlex
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Annotated, Any, Callable, Literal
 
 import torch
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from torch.utils.data import TensorDataset
 
-from . import maximizers, models
-from .data import DATASETS, MNIST_ENV, load
+from . import models
+from ._checks import check_strict_int
+from .data import DATASETS, MNIST_ENV, load, subset
+from .errors import UserError
 from .evaluation import robustness_report
-from .results import ResultError, load_run, save_run, write_json_atomic
-from .schedules import Amata, Constant, Exponential, ROUNDINGS, Schedule, Step
+from .history import epoch_line
+from .registry import MAXIMIZERS, build_maximizer
+from .results import ResultError, finished_result, load_run, save_run
+from .schedules import (
+    METHOD_PARAMS,
+    METHODS,
+    OPTIONAL_PARAMS,
+    ROUNDINGS,
+    Schedule,
+    make_schedule,
+)
 from .training import LR_SCHEDULES, OPTIMIZERS, select_device, train
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-METHODS = ("erm", "pgd", "constant", "amata", "exponential", "step")
-TOP_FIELDS = ("name", "version", "description", "dataset", "model", "eps", "epochs", "batch_size", "optimizer",
-              "lr", "lr_schedule", "momentum", "weight_decay", "seed", "eval", "runs", "choices")
-EVAL_FIELDS = ("pgd_steps", "pgd_restarts", "cw_steps", "autoattack_n", "every", "subset")
-METHOD_FIELDS = {"erm": (), "pgd": ("k", "alpha"), "constant": ("k", "alpha"), "amata": ("k_min", "k_max", "tau"),
-                 "exponential": ("k_min", "k_max", "tau"), "step": ("stages", "tau")}
-RUN_OPTIONAL = ("maximizer", "maximizer_kwargs", "rounding", "detect_overfitting")
+SCHEDULE_PARAMS = ("k", "alpha", "k_min", "k_max", "tau", "rounding", "stages")
+MAXIMIZER_NAMES = tuple(sorted(set(MAXIMIZERS) - {"clean"}))
+MODEL_NAMES = tuple(sorted(models.MODELS))
 AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
-RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+PROSE_FIELDS = ("description", "choices")
 Log = Callable[[str], None]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """An experiment config is missing, unreadable or has a bad field (the message names it)."""
 
 
-# ----------------------------------------------------------------------------- validation
+# ----------------------------------------------------------------------------- schema
+#
+# The schema is declarative (pydantic v2 models): types, bounds and allowed values
+# are stated once per field, unknown keys are refused (extra="forbid"), and a
+# ValidationError carries the path of the bad field, which ConfigError reports as
+# ``field 'runs[2].k'``. pydantic rather than hand-written dataclass checks: the
+# same declarations validate configs and the command line's run settings, and
+# ``RunSpec.model_json_schema()`` documents the format for people writing configs.
 
-def _number(field: str, value: Any, minimum: float = 0.0, strict: bool = False) -> float:
-    """A finite number ``>= minimum`` (``> minimum`` if ``strict``); ``"8/255"`` strings are read as fractions."""
+def _fraction(value: Any) -> Any:
+    """``"8/255"`` -> ``8 / 255`` (configs may write eps as a fraction); other values pass through."""
     if isinstance(value, str):
         try:
-            value = float(Fraction(value.replace(" ", "")))
+            return float(Fraction(value.replace(" ", "")))
         except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"field {field!r} must be a number or a fraction like '8/255', got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < minimum or (strict and value == minimum):
-        raise ConfigError(f"field {field!r} must be a finite number {'>' if strict else '>='} {minimum:g}, "
-                          f"got {value!r}")
-    return float(value)
-
-
-def _integer(field: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"field {field!r} must be an integer >= {minimum}, got {value!r}")
+            raise ValueError(f"must be a number or a fraction like '8/255', got {value!r}") from None
     return value
 
 
-def _choice(field: str, value: Any, allowed: Iterable[str]) -> str:
-    allowed = tuple(allowed)
-    if value not in allowed:
-        raise ConfigError(f"field {field!r} must be one of {allowed}, got {value!r}")
-    return value
+Number = Annotated[float, BeforeValidator(_fraction), Field(ge=0, allow_inf_nan=False)]
+Positive = Annotated[float, BeforeValidator(_fraction), Field(gt=0, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=1)]
+Name = Annotated[str, StringConstraints(pattern=RUN_NAME)]
 
 
-def _name(field: str, value: Any) -> str:
-    if not isinstance(value, str) or not RUN_NAME.match(value):
-        raise ConfigError(f"field {field!r} must be a file-name-safe string (letters, digits, '.', '_', '-'), "
-                          f"got {value!r}")
-    return value
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def _fields(field: str, obj: Any, required: Iterable[str], optional: Iterable[str] = ()) -> dict:
-    """``obj`` must be an object with every required key and no key outside required + optional."""
-    if not isinstance(obj, dict):
-        raise ConfigError(f"field {field!r} must be an object, got {obj!r:.60}")
-    required = tuple(required)
-    missing = [k for k in required if k not in obj]
-    if missing:
-        raise ConfigError(f"field {field!r} lacks {missing}")
-    unknown = [k for k in obj if k not in required and k not in tuple(optional)]
-    if unknown:
-        raise ConfigError(f"field {field!r} has unknown keys {unknown}")
-    return obj
+class EvalSpec(_Spec):
+    """How runs are evaluated: per epoch (PGD) and in the final report (PGD, CW, AutoAttack)."""
+
+    pgd_steps: Count
+    pgd_restarts: Count
+    cw_steps: Count
+    autoattack_n: Count
+    every: Count
+    subset: Count | None
+    autoattack_attacks: Annotated[list[Literal[AUTOATTACK_ATTACKS]], Field(min_length=1)] | None = None
 
 
-def _validate_eval(ev: Any) -> dict:
-    """``eval`` block; ``autoattack_attacks`` (optional) replaces AutoAttack's standard ensemble by a list."""
-    ev = _fields("eval", ev, EVAL_FIELDS, ("autoattack_attacks",))
-    out = {k: _integer(f"eval.{k}", ev[k]) for k in EVAL_FIELDS if k != "subset"}
-    out["subset"] = None if ev["subset"] is None else _integer("eval.subset", ev["subset"])
-    attacks = ev.get("autoattack_attacks")
-    if attacks is not None and (not isinstance(attacks, list) or not attacks
-                                or any(a not in AUTOATTACK_ATTACKS for a in attacks)):
-        raise ConfigError(f"field 'eval.autoattack_attacks' must be null or a non-empty list of "
-                          f"{AUTOATTACK_ATTACKS}, got {attacks!r}")
-    out["autoattack_attacks"] = attacks
-    return out
+class RunSpec(_Spec):
+    """One row of a table: the schedule (``method`` and its parameters) and the maximizer that uses it."""
 
+    name: Name
+    method: Literal[METHODS]
+    k: Count | None = None
+    alpha: Positive | None = None
+    k_min: Count | None = None
+    k_max: Count | None = None
+    tau: Positive | None = None
+    rounding: Literal[ROUNDINGS] | None = None
+    stages: Annotated[list[Count], Field(min_length=1)] | None = None
+    maximizer: Literal[MAXIMIZER_NAMES] | None = None
+    maximizer_kwargs: dict[str, Any] | None = None
+    detect_overfitting: bool | None = None
 
-def _validate_run(i: int, run: Any) -> dict:
-    where = f"runs[{i}]"
-    if not isinstance(run, dict):
-        raise ConfigError(f"field {where!r} must be an object, got {run!r:.60}")
-    method = _choice(f"{where}.method", run.get("method"), METHODS)
-    run = _fields(where, run, ("name", "method") + METHOD_FIELDS[method], RUN_OPTIONAL)
-    out: dict[str, Any] = {"name": _name(f"{where}.name", run["name"]), "method": method}
-    if method in ("pgd", "constant"):
-        out["k"] = _integer(f"{where}.k", run["k"])
-        out["alpha"] = _number(f"{where}.alpha", run["alpha"], strict=True)
-    elif method in ("amata", "exponential"):
-        out["k_min"] = _integer(f"{where}.k_min", run["k_min"])
-        out["k_max"] = _integer(f"{where}.k_max", run["k_max"])
-        if out["k_min"] > out["k_max"]:
-            raise ConfigError(f"field {where + '.k_min'!r} must be <= k_max, got {out['k_min']} > {out['k_max']}")
-        out["rounding"] = _choice(f"{where}.rounding", run.get("rounding", "round"), ROUNDINGS)
-    elif method == "step":
-        stages = run["stages"]
-        if not isinstance(stages, list) or not stages:
-            raise ConfigError(f"field {where + '.stages'!r} must be a non-empty list of integers, got {stages!r}")
-        out["stages"] = [_integer(f"{where}.stages[{j}]", k) for j, k in enumerate(stages)]
-    if "tau" in METHOD_FIELDS[method]:
-        out["tau"] = _number(f"{where}.tau", run["tau"], strict=True)
-    if "detect_overfitting" in run:  # only when given, so older results keep matching their config
-        if not isinstance(run["detect_overfitting"], bool):
-            raise ConfigError(f"field {where + '.detect_overfitting'!r} must be true or false, "
-                              f"got {run['detect_overfitting']!r}")
-        out["detect_overfitting"] = run["detect_overfitting"]
-    if method == "erm":
-        if run.get("maximizer", "clean") != "clean" or run.get("maximizer_kwargs"):
-            raise ConfigError(f"field {where + '.maximizer'!r}: method 'erm' trains on clean data, "
-                              f"got maximizer {run.get('maximizer')!r}")
+    @model_validator(mode="after")
+    def _fits_method(self) -> RunSpec:
+        wanted = METHOD_PARAMS[self.method]
+        given = [p for p in SCHEDULE_PARAMS if getattr(self, p) is not None]
+        unused = [p for p in given if p not in wanted]
+        if unused:
+            raise ValueError(f"{unused[0]} is not used by method {self.method!r} (it takes "
+                             f"{', '.join(wanted) or 'nothing'})")
+        missing = [p for p in wanted if p not in given and p not in OPTIONAL_PARAMS]
+        if missing:
+            raise ValueError(f"lacks {missing} (method {self.method!r})")
+        if self.k_min is not None and self.k_max is not None and self.k_min > self.k_max:
+            raise ValueError(f"k_min must be <= k_max, got {self.k_min} > {self.k_max}")
+        if self.method == "erm" and (self.maximizer not in (None, "clean") or self.maximizer_kwargs):
+            raise ValueError(f"method 'erm' trains on clean data, got maximizer {self.maximizer!r}")
+        return self
+
+    def schedule_params(self) -> dict:
+        """The parameters :func:`~amata_lib.schedules.make_schedule` takes for this run."""
+        return {p: getattr(self, p) for p in METHOD_PARAMS[self.method] if getattr(self, p) is not None}
+
+    def as_dict(self) -> dict:
+        """The run as stored in results: method parameters, then maximizer fields (not for ERM)."""
+        out: dict[str, Any] = {"name": self.name, "method": self.method, **self.schedule_params()}
+        if self.method in ("amata", "exponential"):
+            out["rounding"] = self.rounding or "round"
+        if self.detect_overfitting is not None:  # only when given, so older results keep matching
+            out["detect_overfitting"] = self.detect_overfitting
+        if self.method != "erm":
+            out["maximizer"] = self.maximizer or "pgd"
+            out["maximizer_kwargs"] = dict(self.maximizer_kwargs or {})
         return out
-    out["maximizer"] = _choice(f"{where}.maximizer", run.get("maximizer", "pgd"),
-                               sorted(set(maximizers.MAXIMIZERS) - {"clean"}))
-    kwargs = run.get("maximizer_kwargs", {})
-    if not isinstance(kwargs, dict):
-        raise ConfigError(f"field {where + '.maximizer_kwargs'!r} must be an object, got {kwargs!r:.60}")
-    out["maximizer_kwargs"] = dict(kwargs)
+
+
+class ExperimentSpec(_Spec):
+    """A named, versioned experiment: shared settings and the runs of one table."""
+
+    name: Name
+    version: Count
+    description: str
+    dataset: Literal[DATASETS]
+    model: Literal[MODEL_NAMES]
+    eps: Annotated[Number, Field(le=1)]
+    epochs: Count
+    batch_size: Count
+    optimizer: Literal[OPTIMIZERS]
+    lr: Positive
+    lr_schedule: Literal[LR_SCHEDULES]
+    momentum: Annotated[Number, Field(le=1)]
+    weight_decay: Number
+    seed: Annotated[int, Field(ge=0)]
+    eval: EvalSpec
+    runs: Annotated[list[RunSpec], Field(min_length=1)]
+    choices: list[str]
+
+
+def _location(loc: tuple) -> str:
+    """``('runs', 2, 'k')`` -> ``runs[2].k``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def spec_error(exc: ValidationError, names: Callable[[str], str] = lambda f: f"field {f!r}") -> str:
+    """The first error of a pydantic ``ValidationError`` as one line naming its field."""
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "missing":
+        where, last = _location(loc[:-1]) or "config", loc[-1]
+        return f"{names(where)} lacks [{last!r}]"
+    if err["type"] == "extra_forbidden":
+        where = _location(loc[:-1]) or "config"
+        return f"{names(where)} has unknown keys [{loc[-1]!r}]"
+    got = "" if err["type"] == "value_error" else f", got {err.get('input')!r:.60}"
+    where = _location(loc)
+    return f"{names(where)}: {message}{got}" if where else f"{message}{got}"
 
 
 def validate_config(raw: Any, source: str = "config") -> dict:
-    """Check an experiment config and return it with numbers resolved (``"8/255"`` -> float).
+    """Check an experiment config and return it as a plain dict with numbers resolved (``"8/255"`` -> float).
 
     Raises
     ------
@@ -173,44 +219,21 @@ def validate_config(raw: Any, source: str = "config") -> dict:
         Naming ``source`` and the first bad field.
     """
     try:
-        cfg = _fields("config", raw, TOP_FIELDS)
-        out: dict[str, Any] = {
-            "name": _name("name", cfg["name"]),
-            "version": _integer("version", cfg["version"]),
-            "description": cfg["description"],
-            "dataset": _choice("dataset", cfg["dataset"], DATASETS),
-            "model": _choice("model", cfg["model"], sorted(models.MODELS)),
-            "eps": _number("eps", cfg["eps"]),
-            "epochs": _integer("epochs", cfg["epochs"]),
-            "batch_size": _integer("batch_size", cfg["batch_size"]),
-            "optimizer": _choice("optimizer", cfg["optimizer"], OPTIMIZERS),
-            "lr": _number("lr", cfg["lr"], strict=True),
-            "lr_schedule": _choice("lr_schedule", cfg["lr_schedule"], LR_SCHEDULES),
-            "momentum": _number("momentum", cfg["momentum"]),
-            "weight_decay": _number("weight_decay", cfg["weight_decay"]),
-            "seed": _integer("seed", cfg["seed"], minimum=0),
-            "eval": _validate_eval(cfg["eval"]),
-        }
-        if not isinstance(cfg["description"], str):
-            raise ConfigError(f"field 'description' must be a string, got {cfg['description']!r:.60}")
-        choices = cfg["choices"]
-        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
-            raise ConfigError(f"field 'choices' must be a list of strings, got {choices!r:.60}")
-        out["choices"] = list(choices)
-        if not isinstance(cfg["runs"], list) or not cfg["runs"]:
-            raise ConfigError(f"field 'runs' must be a non-empty list, got {cfg['runs']!r:.60}")
-        out["runs"] = [_validate_run(i, r) for i, r in enumerate(cfg["runs"])]
-        for i, run in enumerate(out["runs"]):
-            try:
-                build_run_maximizer(run, out["eps"])
-            except ValueError as exc:
-                raise ConfigError(f"field 'runs[{i}].maximizer_kwargs': {exc}") from None
-        names = [r["name"] for r in out["runs"]]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ConfigError(f"field 'runs' has duplicate names {duplicates}")
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        spec = ExperimentSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {spec_error(exc)}") from None
+    out = spec.model_dump(exclude={"runs"})
+    out["runs"] = [r.as_dict() for r in spec.runs]
+    names = [r["name"] for r in out["runs"]]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"{source}: field 'runs' has duplicate names {duplicates}")
+    for i, run in enumerate(out["runs"]):
+        try:
+            build_schedule(run, out["epochs"])
+            build_run_maximizer(run, out["eps"])
+        except UserError as exc:
+            raise ConfigError(f"{source}: field 'runs[{i}].maximizer_kwargs': {exc}") from None
     return out
 
 
@@ -255,10 +278,10 @@ def with_overrides(cfg: dict, *, train_subset: int | None = None, epochs: int | 
     """
     for name, value in (("train_subset", train_subset), ("epochs", epochs), ("eval_subset", eval_subset),
                         ("autoattack_n", autoattack_n)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        if value is not None:
+            check_strict_int(name, value)
+    if seed is not None:
+        check_strict_int("seed", seed, minimum=0)
     cfg = json.loads(json.dumps(cfg))
     changed: dict[str, int] = {}
     if train_subset is not None:
@@ -289,28 +312,19 @@ def folder_name(cfg: dict, overrides: dict) -> str:
 
 def build_schedule(run: dict, epochs: int) -> Schedule | None:
     """The run's per-epoch plan ``(K_t, alpha_t)``; ``None`` for ERM."""
-    method = run["method"]
-    if method == "erm":
-        return None
-    if method in ("pgd", "constant"):
-        return Constant(run["k"], run["alpha"], epochs)
-    if method == "amata":
-        return Amata(run["k_min"], run["k_max"], run["tau"], epochs, rounding=run["rounding"])
-    if method == "exponential":
-        return Exponential(run["k_min"], run["k_max"], run["tau"], epochs, rounding=run["rounding"])
-    return Step(run["stages"], run["tau"], epochs)
+    return make_schedule(run["method"], epochs, **{p: run[p] for p in METHOD_PARAMS[run["method"]] if p in run})
 
 
 def build_run_maximizer(run: dict, eps: float):
     """The run's inner maximizer (``Clean`` for ERM) with radius ``eps``."""
     if run["method"] == "erm":
-        return maximizers.build_maximizer("clean", eps)
-    return maximizers.build_maximizer(run["maximizer"], eps, **run["maximizer_kwargs"])
+        return build_maximizer("clean", eps)
+    return build_maximizer(run["maximizer"], eps, **run["maximizer_kwargs"])
 
 
 def run_record_config(cfg: dict, run: dict, overrides: dict, source: str) -> dict:
     """What a result file stores as its config: everything that determines the run."""
-    shared = {k: cfg[k] for k in TOP_FIELDS if k not in ("name", "runs")}
+    shared = {k: v for k, v in cfg.items() if k not in ("name", "runs")}
     return {"experiment": cfg["name"], "config_file": source, **shared, "run": run,
             "schedule": repr(build_schedule(run, cfg["epochs"])), "overrides": overrides,
             "reduced": is_reduced(overrides)}
@@ -354,43 +368,6 @@ def data_file(dataset: str, data_path: str | None) -> dict:
     return {"data_path": str(path), "data_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
 
 
-def _settings(config: dict) -> dict:
-    """The fields of a run's config that decide its result (as JSON would store them); prose is left out."""
-    return {k: v for k, v in json.loads(json.dumps(config)).items() if k not in ("description", "choices")}
-
-
-def _finished(path: Path, config: dict) -> bool:
-    """Whether ``path`` holds this run already; a result made with other settings is an error."""
-    if not path.exists():
-        return False
-    stored = load_run(path)["config"]
-    differ = [k for k, v in _settings(config).items() if stored.get(k) != v]
-    if differ:
-        raise ConfigError(f"{path} exists but was made with other settings (fields {differ}); "
-                          f"delete it or choose another --out-dir")
-    return True
-
-
-def _check_checkpoint_config(ckpt: Path, config: dict) -> None:
-    """A checkpoint resumes only the run it was made for (its config is kept beside it)."""
-    side = ckpt.with_suffix(".config.json")
-    if ckpt.exists() and side.exists() and _settings(json.loads(side.read_text())) != _settings(config):
-        raise ConfigError(f"checkpoint {ckpt} belongs to a run with other settings; delete it to start afresh")
-    write_json_atomic(side, config)
-
-
-def _epoch_line(run: str, epochs: int, log: Log) -> Callable[[dict, torch.nn.Module], None]:
-    """Trainer callback that logs one line per epoch."""
-    def line(rec: dict, _model: torch.nn.Module) -> None:
-        acc = "" if rec["clean_acc"] is None else (
-            f" clean {rec['clean_acc']:.1%} robust {rec['robust_acc']:.1%}")
-        if rec.get("fgsm_acc") is not None:
-            acc += f" FGSM {rec['fgsm_acc']:.1%}" + (" CATASTROPHIC OVERFITTING" if rec["catastrophic_overfitting"] else "")
-        log(f"[{run}] epoch {rec['epoch']:3d}/{epochs} K={rec['steps']:<3d} loss {rec['train_loss']:.4f}"
-            f"{acc} time {rec['time']:.1f}s passes {rec['passes']}")
-    return line
-
-
 def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset], *, overrides: dict,
             source: str, out_dir: Path, checkpoint_dir: Path, device: torch.device, command: str,
             data_path: str | None = None, keep_checkpoint: bool = False, log: Log | None = print) -> Path:
@@ -398,12 +375,11 @@ def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset],
     folder = folder_name(cfg, overrides)
     out = out_dir / folder / f"{run['name']}.json"
     config = run_record_config(cfg, run, overrides, source)
-    if _finished(out, config):
+    if finished_result(out, config, ignore=PROSE_FIELDS):
         if log:
             log(f"[{run['name']}] done already: {out}")
         return out
     ckpt = checkpoint_dir / folder / f"{run['name']}.pt"
-    _check_checkpoint_config(ckpt, config)
     if log and ckpt.exists():
         log(f"[{run['name']}] resuming from {ckpt}")
     train_set, test_set = datasets
@@ -417,8 +393,8 @@ def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset],
                     batch_size=cfg["batch_size"], seed=cfg["seed"], device=device,
                     eval_steps=ev["pgd_steps"], eval_subset=ev["subset"], eval_every=ev["every"],
                     detect_overfitting=run.get("detect_overfitting", False), checkpoint=ckpt,
-                    callback=_epoch_line(run["name"], cfg["epochs"], log) if log else None)
-    test_eval = TensorDataset(*(t[:ev["subset"]] for t in test_set.tensors)) if ev["subset"] else test_set
+                    callback=(lambda rec, _m: log(f"[{run['name']}] " + epoch_line(rec, cfg["epochs"]))) if log else None)
+    test_eval = subset(test_set, ev["subset"])
     config.update(data_file(cfg["dataset"], data_path), train_size=len(train_set), test_size=len(test_set),
                   eval_size=len(test_eval))
     report = final_report(model, test_eval, cfg)
@@ -426,7 +402,6 @@ def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset],
              command=command, report=report)
     if not keep_checkpoint:
         ckpt.unlink(missing_ok=True)
-        ckpt.with_suffix(".config.json").unlink(missing_ok=True)
     if log:
         log(f"[{run['name']}] wrote {out}")
     return out
@@ -481,8 +456,7 @@ def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: in
     chosen = select_runs(cfg, runs)
     dev = select_device(device)
     train_set, test_set = load(cfg["dataset"], path=data_path, root=data_root, download=download)
-    if train_subset is not None:
-        train_set = TensorDataset(*(t[:train_subset] for t in train_set.tensors))
+    train_set = subset(train_set, train_subset)
     command = command_line(name, runs=runs, overrides=overrides, data_path=data_path, out_dir=out_dir)
     return [run_one(cfg, run, (train_set, test_set), overrides=overrides, source=source, out_dir=Path(out_dir),
                     checkpoint_dir=Path(checkpoint_dir), device=dev, command=command, data_path=data_path,

@@ -23,8 +23,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .control import optimal_shape_schedule
-from .schedules import (Amata, Constant, Exponential, Schedule, Step, _check_int, _check_positive,
-                        relative_cost)
+from .errors import UserError
+from .schedules import (
+    Amata,
+    Constant,
+    Exponential,
+    Schedule,
+    Step,
+    _check_int,
+    _check_positive,
+    relative_cost,
+)
 
 ShapeBuilder = Callable[..., Schedule]
 STEP_STAGES = 4  # stages of the "step" shape (fewer if T or K_max - K_min + 1 is smaller)
@@ -85,10 +94,10 @@ def build_schedule(shape: str = "linear", *, k_min: int = 2, k_max: int = 10, ta
         Unknown ``shape`` or invalid number; the message names the parameter.
     """
     if shape not in SHAPES:
-        raise ValueError(f"shape must be one of {sorted(SHAPES)}, got {shape!r}")
+        raise UserError(f"shape must be one of {sorted(SHAPES)}, got {shape!r}")
     k_min, k_max = _check_int("k_min", k_min), _check_int("k_max", k_max)
     if k_min > k_max:
-        raise ValueError(f"k_min must be <= k_max, got k_min={k_min} > k_max={k_max}")
+        raise UserError(f"k_min must be <= k_max, got k_min={k_min} > k_max={k_max}")
     eps = _check_positive("eps", eps)
     tau = 2.5 * eps if tau is None else _check_positive("tau", tau)
     return SHAPES[shape](k_min=k_min, k_max=k_max, tau=tau, epochs=epochs)

@@ -26,8 +26,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import check_real
-from .attacks import _check_budget, _input_grad, attack_loss, fgsm, project
+from ._checks import check_pixels, check_real, check_strict_int
+from .attacks import (
+    _check_budget,
+    _input_grad,
+    attack_loss,
+    fgsm,
+    pgd_iterates,
+    pgd_start,
+)
+from .errors import UserError
 
 
 def _check_eps(eps: float) -> None:
@@ -86,10 +94,10 @@ def plane(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: 
     """
     _check_eps(eps)
     if x.shape[0] != 1 or y.shape != (1,):
-        raise ValueError(f"x must hold one input (shape 1 x ...), got x.shape={tuple(x.shape)}")
+        raise UserError(f"x must hold one input (shape 1 x ...), got x.shape={tuple(x.shape)}")
     u = fgsm(model, x, y, eps=eps, loss=loss) - x.detach()
     if not u.any():
-        raise ValueError("the input gradient is zero on every free pixel; the plane has no FGSM axis")
+        raise UserError("the input gradient is zero on every free pixel; the plane has no FGSM axis")
     gen = torch.Generator(device="cpu").manual_seed(seed)
     r = torch.randn(u.shape, generator=gen, dtype=u.dtype).to(u.device)
     r = r - (r * u).sum() / (u * u).sum() * u
@@ -115,8 +123,7 @@ def loss_grid(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plane: Plane, 
         ``values[j, i]`` = loss at ``(a[i], b[j])`` (rows follow ``b``, as
         ``matplotlib``'s ``contourf(a, b, values)`` expects).
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an integer >= 2, got {n!r}")
+    check_strict_int("n", n, minimum=2)
     axis = torch.linspace(-1.0, 1.0, n, dtype=x.dtype, device=x.device)
     bb, aa = torch.meshgrid(axis, axis, indexing="ij")
     a_flat, b_flat = aa.flatten(), bb.flatten()
@@ -148,15 +155,13 @@ def pgd_trajectory(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     Costs one extra forward pass per iterate for the losses.
     """
     _check_budget(eps, alpha, steps, loss)
+    check_pixels("x", x)
     x = x.detach()
-    x_adv = x.clone()
-    if random_start and eps > 0:
-        x_adv = project(x_adv + torch.empty_like(x).uniform_(-eps, eps), x, eps)
-    points = [x_adv]
-    for _ in range(steps):
-        if eps > 0:  # with eps = 0 every iterate is x, as pgd returns
-            x_adv = project(x_adv + alpha * _input_grad(model, x_adv, y, loss).sign(), x, eps)
-        points.append(x_adv)
+    if eps == 0:  # every iterate is x, as pgd returns
+        points = [x.clone()] * (steps + 1)
+    else:
+        start = pgd_start(x, eps, random_start=random_start)
+        points = [start, *pgd_iterates(model, x, y, start, eps=eps, alpha=alpha, steps=steps, loss=loss)]
     stacked = torch.stack(points).detach()
     with torch.no_grad():
         losses = torch.stack([attack_loss(model(p), y, loss) for p in stacked])
@@ -171,7 +176,7 @@ def project_onto_plane(points: torch.Tensor, x: torch.Tensor, plane: Plane) -> t
     plane are mapped to their orthogonal projection; see :func:`off_plane_fraction`.
     """
     if points.shape[1:] != x.shape[1:]:
-        raise ValueError(f"points must have shape M x {tuple(x.shape[1:])}, got {tuple(points.shape)}")
+        raise UserError(f"points must have shape M x {tuple(x.shape[1:])}, got {tuple(points.shape)}")
     diff = (points - x).flatten(1).T
     return torch.linalg.lstsq(plane.basis(), diff).solution.T
 
@@ -196,7 +201,7 @@ def directional_curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, d:
     positive semi-definite); for the CW margin it is 0 almost everywhere.
     """
     if d.shape != x.shape:
-        raise ValueError(f"d must have the shape of x {tuple(x.shape)}, got {tuple(d.shape)}")
+        raise UserError(f"d must have the shape of x {tuple(x.shape)}, got {tuple(d.shape)}")
     d = d.detach()
     with torch.enable_grad():
         x_leaf = x.detach().requires_grad_(True)
@@ -234,7 +239,7 @@ def summarize(values: torch.Tensor | np.ndarray) -> dict[str, float]:
     """Mean, standard deviation and quartiles (``q25``, ``median``, ``q75``) of a 1-D sample."""
     arr = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=float)
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"values must be a non-empty 1-D sample, got shape {arr.shape}")
+        raise UserError(f"values must be a non-empty 1-D sample, got shape {arr.shape}")
     q25, median, q75 = np.percentile(arr, [25, 50, 75])
     return {"mean": float(arr.mean()), "std": float(arr.std()), "q25": float(q25),
             "median": float(median), "q75": float(q75)}
@@ -249,8 +254,7 @@ def snapshot_callback(epochs: Iterable[int]) -> tuple[Callable[[dict, nn.Module]
     """
     wanted = set()
     for e in epochs:
-        if isinstance(e, bool) or not isinstance(e, int) or e < 1:
-            raise ValueError(f"epochs must be integers >= 1, got {e!r}")
+        check_strict_int("epochs", e)
         wanted.add(e)
     states: dict[int, dict] = {}
 
@@ -267,13 +271,3 @@ def models_at(states: dict[int, dict], make_model: Callable[[], nn.Module]) -> I
         model = make_model()
         model.load_state_dict(states[epoch])
         yield epoch, model.eval()
-
-
-def steepness_by_epoch(states: dict[int, dict], make_model: Callable[[], nn.Module], x: torch.Tensor,
-                       y: torch.Tensor, loss: str = "ce") -> dict[int, dict[str, dict[str, float]]]:
-    """:func:`summarize` of :func:`steepness` at ``x`` for each stored epoch's weights.
-
-    Returns ``{epoch: {name: summary}}`` in epoch order, one summary per entry of :func:`steepness`.
-    """
-    return {epoch: {name: summarize(v) for name, v in steepness(model, x, y, loss).items()}
-            for epoch, model in models_at(states, make_model)}

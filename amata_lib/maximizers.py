@@ -1,8 +1,25 @@
 """Inner maximizers: given a clean batch and an epoch's :class:`~amata_lib.schedules.Plan`,
-produce the batch that the outer (parameter) step trains on.
+produce the batch that the outer (parameter) step trains on -- and take that step.
 
-The trainer combines a schedule (which plan, when) with a maximizer (how to use the
-plan). ERM is the maximizer that returns the clean batch.
+The trainer combines a schedule (which plan, when) with a :class:`Maximizer` (how to
+use the plan). A maximizer's one entry point per minibatch is :meth:`Maximizer.step`:
+by default it attacks in ``eval()`` mode (:meth:`Maximizer.perturb`), then takes one
+cross-entropy step in ``train()`` mode, and returns the loss and the passes it spent.
+Methods that interleave attack and training (Free, YOPO in :mod:`amata_lib.plus`)
+override :meth:`~Maximizer.step` itself. ERM is the maximizer that returns the clean batch.
+
+A new method is a subclass that overrides one or two methods::
+
+    class NoisyFGSM(Maximizer):
+        # FGSM from a Gaussian start: one ascent step of plan.alpha
+        name = "noisy-fgsm"
+
+        def perturb(self, model, x, y, plan, index=None):
+            start = x + 0.1 * self.eps * torch.randn_like(x)
+            return pgd(model, x, y, eps=self.eps, alpha=plan.alpha, steps=1, start=start)
+
+        def passes(self, plan):
+            return 1
 
 Early-stopping maximizers (:class:`FOSCMaximizer`, :class:`FATMaximizer`) run at most
 ``plan.steps`` PGD steps but stop each example on its own criterion. Pass accounting:
@@ -14,23 +31,116 @@ so the count is the work really done, and never exceeds ``plan.steps``.
 from __future__ import annotations
 
 import inspect
+from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_epoch as _check_epoch
-from ._checks import check_real
-from .attacks import LOSSES, _input_grad, attack_loss, pgd, project
-from .plus import ATTAMaximizer, FastMaximizer, FreeMaximizer, YOPOMaximizer
+from ._checks import check_bool, check_choice, check_epoch, check_real
+from .attacks import LOSSES, _input_grad, ascent_step, attack_loss, fosc, pgd, pgd_start
+from .errors import CheckpointError, UserError
 from .schedules import Plan
 
 
-class Clean:
+class StepResult(NamedTuple):
+    """What one minibatch cost: the training loss, full forward+backward passes, first-layer-only passes."""
+
+    loss: torch.Tensor
+    passes: float
+    layer_passes: float = 0.0
+
+
+def need_plan(plan: Plan | None, who: str) -> Plan:
+    """``plan`` itself; a clear error when an adversarial method gets none."""
+    if not isinstance(plan, Plan):
+        raise UserError(f"plan must be a Plan for {who}, got {plan!r}")
+    return plan
+
+
+class Maximizer:
+    """Base class of inner maximizers: explicit defaults for everything the trainer calls.
+
+    Subclasses set ``name`` and implement :meth:`perturb` and :meth:`passes`
+    (perturb-then-step methods), or override :meth:`step` (own-step methods).
+    Constructor arguments are stored under their own names, so :meth:`settings` can
+    describe the method for a run's fingerprint.
+
+    Class attributes: ``uses_index`` -- :meth:`perturb` needs the examples' dataset
+    indices (per-example state; ``TensorDataset`` and one process only);
+    ``counts_layer_passes`` -- :meth:`step` reports first-layer-only passes (YOPO).
+    """
+
+    name = "maximizer"
+    uses_index = False
+    counts_layer_passes = False
+
+    def __init__(self, eps: float) -> None:
+        self.eps = check_real("eps", eps, minimum=0, maximum=1)
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan | None,
+                index: torch.Tensor | None = None) -> torch.Tensor:
+        """The adversarial batch for ``(x, y)`` under ``plan`` (``index``: dataset indices, if known)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither perturb nor step")
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan | None,
+                 index: torch.Tensor | None = None) -> torch.Tensor:
+        return self.perturb(model, x, y, plan, index)
+
+    def passes(self, plan: Plan | None) -> float:
+        """Forward+backward passes the last :meth:`perturb` spent (the training pass not included)."""
+        return 0 if plan is None else plan.steps
+
+    def step(self, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+             y: torch.Tensor, plan: Plan | None, *, index: torch.Tensor | None = None,
+             loss_scale: float = 1.0) -> StepResult:
+        """Attack in ``eval()`` mode, then one cross-entropy step in ``train()`` mode (Algorithm 1, lines 4-8).
+
+        ``net`` is the model as trained (wrapped by DDP under ``torchrun``), ``model`` the
+        bare one that attacks use; ``loss_scale`` weights this shard's loss (DDP).
+        """
+        model.eval()
+        x_adv = self.perturb(model, x, y, plan, index)
+        net.train()
+        loss = F.cross_entropy(net(x_adv), y)
+        optimizer.zero_grad(set_to_none=True)
+        (loss * loss_scale).backward()
+        optimizer.step()
+        return StepResult(loss.detach(), self.passes(plan) + 1)
+
+    def start_epoch(self, t: int, epochs: int) -> None:
+        """Called before epoch ``t`` (from 0) of ``epochs``; for methods whose state follows the epoch."""
+        check_epoch(t, epochs)
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise :class:`UserError` if this method cannot run on ``model`` (checked before training)."""
+
+    def state_dict(self) -> dict:
+        """State carried across minibatches or epochs (saved in checkpoints); none by default."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if state:
+            raise CheckpointError(f"the checkpoint holds maximizer state ({sorted(state)}) but "
+                                  f"{type(self).__name__} keeps none; resume with the same maximizer")
+
+    def settings(self) -> dict[str, Any]:
+        """``name`` and every constructor argument: what defines this method in a run."""
+        params = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {"name": self.name, **{p: getattr(self, p) for p in params}}
+
+
+class Clean(Maximizer):
     """ERM: train on the clean batch; costs no extra pass."""
 
     name = "erm"
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan | None) -> torch.Tensor:
+    def __init__(self) -> None:
+        self.eps = 0.0
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan | None,
+                index: torch.Tensor | None = None) -> torch.Tensor:
         return x
 
     def passes(self, plan: Plan | None) -> int:
@@ -38,14 +148,7 @@ class Clean:
         return 0
 
 
-def _check_eps_loss(eps: float, loss: str) -> float:
-    check_real("eps", eps, minimum=0)
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    return float(eps)
-
-
-class PGDMaximizer:
+class PGDMaximizer(Maximizer):
     """PGD with the plan's ``steps`` and ``alpha`` inside an L-infinity ball of radius ``eps``.
 
     ``random_start=True`` (default) starts from a uniform point in the ball as in
@@ -56,31 +159,15 @@ class PGDMaximizer:
     name = "pgd"
 
     def __init__(self, eps: float, random_start: bool = True, loss: str = "ce") -> None:
-        self.eps = _check_eps_loss(eps, loss)
-        self.random_start = random_start
-        self.loss = loss
+        super().__init__(eps)
+        self.random_start = check_bool("random_start", random_start)
+        self.loss = check_choice("loss", loss, LOSSES)
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan | None) -> torch.Tensor:
-        if plan is None:
-            raise ValueError("plan must be a Plan for PGDMaximizer, got None")
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan | None,
+                index: torch.Tensor | None = None) -> torch.Tensor:
+        plan = need_plan(plan, "PGDMaximizer")
         return pgd(model, x, y, eps=self.eps, alpha=plan.alpha, steps=plan.steps,
                    random_start=self.random_start, loss=self.loss)
-
-    def passes(self, plan: Plan | None) -> int:
-        """Extra forward+backward passes per minibatch: one per ascent step."""
-        return 0 if plan is None else plan.steps
-
-
-def fosc(x_adv: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, eps: float) -> torch.Tensor:
-    """First-order stationarity condition of Wang et al. (2019), per example, for the L-infinity ball.
-
-    ``FOSC(x_adv) = eps * ||g||_1 - <x_adv - x, g>`` with ``g`` the input gradient of the
-    attack loss at ``x_adv``. It is ``>= 0`` inside the ball and ``0`` exactly at a
-    first-order stationary point of the inner maximization (the ``[0, 1]`` box is ignored,
-    as in their definition).
-    """
-    g = grad.flatten(1)
-    return eps * g.abs().sum(1) - ((x_adv - x).flatten(1) * g).sum(1)
 
 
 def _logits_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str):
@@ -92,33 +179,30 @@ def _logits_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: s
     return logits.detach(), grad
 
 
-class _EarlyStopPGD:
+class _EarlyStopPGD(Maximizer):
     """PGD from :mod:`amata_lib.attacks` in which each example leaves the batch on a criterion.
 
     Subclasses implement ``_reset(n, device)`` (per-call state) and
     ``_stop(x_adv, x, y, logits, grad, idx) -> bool mask`` (which active examples stop
-    before this iteration's step). After a call, ``steps_taken`` holds each example's
-    number of ascent steps and :meth:`passes` the work spent.
+    before this iteration's step). After a call, :meth:`passes` gives the work spent.
     """
 
     def __init__(self, eps: float, random_start: bool, loss: str) -> None:
-        self.eps = _check_eps_loss(eps, loss)
-        self.random_start = bool(random_start)
-        self.loss = loss
+        super().__init__(eps)
+        self.random_start = check_bool("random_start", random_start)
+        self.loss = check_choice("loss", loss, LOSSES)
         self._passes = 0.0
-        self.steps_taken = torch.zeros(0, dtype=torch.long)
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan | None) -> torch.Tensor:
-        if plan is None:
-            raise ValueError(f"plan must be a Plan for {type(self).__name__}, got None")
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan | None,
+                index: torch.Tensor | None = None) -> torch.Tensor:
+        plan = need_plan(plan, type(self).__name__)
         x = x.detach()
         n = len(x)
         self._passes = 0.0
-        self.steps_taken = torch.zeros(n, dtype=torch.long, device=x.device)
         if self.eps == 0 or n == 0:
             return x.clone()
         self._reset(n, x.device)
-        x_adv = pgd(model, x, y, eps=self.eps, alpha=0.0, steps=0, random_start=self.random_start)  # the start
+        x_adv = pgd_start(x, self.eps, random_start=self.random_start)
         active = torch.arange(n, device=x.device)
         for _ in range(plan.steps):
             if len(active) == 0:
@@ -128,8 +212,7 @@ class _EarlyStopPGD:
             self._passes += len(active) / n
             go = ~self._stop(xa, x0, ya, logits, grad, active)
             active = active[go]
-            x_adv[active] = project(xa[go] + plan.alpha * grad[go].sign(), x0[go], self.eps)
-            self.steps_taken[active] += 1
+            x_adv[active] = ascent_step(xa[go], grad[go], x0[go], plan.alpha, self.eps)
         return x_adv.detach()
 
     def _reset(self, n: int, device: torch.device) -> None:
@@ -180,23 +263,21 @@ class FOSCMaximizer(_EarlyStopPGD):
                  random_start: bool = True, loss: str = "ce") -> None:
         super().__init__(eps, random_start, loss)
         check_real("c_max", c_max, minimum=0)
-        if (isinstance(t_prime_fraction, bool) or not isinstance(t_prime_fraction, (int, float))
-                or not 0 < t_prime_fraction <= 1):
-            raise ValueError(f"t_prime_fraction must be a number in (0, 1], got {t_prime_fraction!r}")
+        self.t_prime_fraction = check_real("t_prime_fraction", t_prime_fraction, minimum=0, strict=True,
+                                           maximum=1)
         self.c_max = float(c_max)
-        self.t_prime_fraction = float(t_prime_fraction)
         self.c_t = self.c_max
 
     def start_epoch(self, t: int, epochs: int) -> None:
         """Set ``c_t = max(c_max - t * c_max / (t_prime_fraction * epochs), 0)``."""
-        _check_epoch(t, epochs)
+        check_epoch(t, epochs)
         self.c_t = max(self.c_max - t * self.c_max / (self.t_prime_fraction * epochs), 0.0)
 
     def _gradient(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         return None, _input_grad(model, x, y, self.loss)
 
     def _stop(self, x_adv, x, y, logits, grad, idx) -> torch.Tensor:
-        return fosc(x_adv, x, grad, self.eps) <= self.c_t
+        return fosc(None, x_adv, x, y, self.eps, grad=grad) <= self.c_t
 
 
 class FATMaximizer(_EarlyStopPGD):
@@ -205,16 +286,17 @@ class FATMaximizer(_EarlyStopPGD):
     Before each ascent step an example is checked at its current point: if it is
     misclassified and its budget is 0 it stops; if misclassified with budget left,
     the budget drops by one and it steps on; otherwise it steps on (their Algorithm 1).
-    Each example starts with budget ``tau``, so ``tau = 0`` stops at the first
-    misclassified iterate and a large ``tau`` is plain PGD-K.
+    Each example starts with the epoch's budget ``budget_t`` (their ``tau``; named
+    apart from Amata's travel ``tau``), so ``0`` stops at the first misclassified
+    iterate and a large budget is plain PGD-K.
 
     Parameters
     ----------
     eps : float
         Radius of the L-infinity ball.
-    tau_fat : int or "dynamic"
-        Budget ``tau`` >= 0 (default 0, the paper's main setting), or ``"dynamic"``:
-        their schedule ``tau = 0`` up to epoch 50, 1 up to 90, 2 after (of 120), applied
+    budget : int or "dynamic"
+        Their ``tau`` >= 0 (default 0, the paper's main setting), or ``"dynamic"``:
+        their schedule 0 up to epoch 50, 1 up to 90, 2 after (of 120), applied
         to the fraction ``(t + 1) / epochs`` by :meth:`start_epoch` (``0`` until called).
     random_start : bool
         ``True`` (default, the uniform start of their released code) or ``False``
@@ -225,55 +307,27 @@ class FATMaximizer(_EarlyStopPGD):
     """
 
     name = "fat"
-    DYNAMIC_TAU = ((50 / 120, 0), (90 / 120, 1), (1.0, 2))
+    DYNAMIC_BUDGET = ((50 / 120, 0), (90 / 120, 1), (1.0, 2))
 
-    def __init__(self, eps: float, tau_fat: int | str = 0, random_start: bool = True, loss: str = "ce") -> None:
+    def __init__(self, eps: float, budget: int | str = 0, random_start: bool = True, loss: str = "ce") -> None:
         super().__init__(eps, random_start, loss)
-        ok_int = not isinstance(tau_fat, bool) and isinstance(tau_fat, int) and tau_fat >= 0
-        if not ok_int and tau_fat != "dynamic":
-            raise ValueError(f"tau_fat must be an integer >= 0 or 'dynamic', got {tau_fat!r}")
-        self.tau_fat = tau_fat
-        self.tau = 0 if tau_fat == "dynamic" else tau_fat
+        ok_int = not isinstance(budget, bool) and isinstance(budget, int) and budget >= 0
+        if not ok_int and budget != "dynamic":
+            raise UserError(f"budget must be an integer >= 0 or 'dynamic', got {budget!r}")
+        self.budget = budget
+        self.budget_t = 0 if budget == "dynamic" else budget
 
     def start_epoch(self, t: int, epochs: int) -> None:
-        """For ``tau_fat="dynamic"`` set ``tau`` from the training fraction ``(t + 1) / epochs``."""
-        _check_epoch(t, epochs)
-        if self.tau_fat == "dynamic":
-            self.tau = next(tau for frac, tau in self.DYNAMIC_TAU if (t + 1) / epochs <= frac)
+        """For ``budget="dynamic"`` set ``budget_t`` from the training fraction ``(t + 1) / epochs``."""
+        check_epoch(t, epochs)
+        if self.budget == "dynamic":
+            self.budget_t = next(b for frac, b in self.DYNAMIC_BUDGET if (t + 1) / epochs <= frac)
 
     def _reset(self, n: int, device: torch.device) -> None:
-        self._budget = torch.full((n,), self.tau, dtype=torch.long, device=device)
+        self._budget = torch.full((n,), self.budget_t, dtype=torch.long, device=device)
 
     def _stop(self, x_adv, x, y, logits, grad, idx) -> torch.Tensor:
         wrong = logits.argmax(1) != y
         stop = wrong & (self._budget[idx] == 0)
         self._budget[idx[wrong & ~stop]] -= 1
         return stop
-
-
-MAXIMIZERS = {"clean": Clean, "pgd": PGDMaximizer, "fosc": FOSCMaximizer, "fat": FATMaximizer,
-              "free": FreeMaximizer, "fast": FastMaximizer, "yopo": YOPOMaximizer, "atta": ATTAMaximizer}
-
-
-def build_maximizer(name: str, eps: float, **kwargs):
-    """Construct the maximizer registered as ``name`` in :data:`MAXIMIZERS` with radius ``eps``.
-
-    ``kwargs`` go to its constructor (e.g. ``c_max`` for ``"fosc"``, ``tau_fat`` for
-    ``"fat"``, ``n`` and ``layer`` for ``"yopo"``, ``reset`` for ``"atta"``); ``"clean"``
-    takes none and ignores ``eps``. The Amata+ methods live in :mod:`amata_lib.plus`.
-
-    Raises
-    ------
-    ValueError
-        Unknown ``name``, a keyword the maximizer does not take, or a bad value.
-    """
-    if name not in MAXIMIZERS:
-        raise ValueError(f"name must be one of {sorted(MAXIMIZERS)}, got {name!r}")
-    cls = MAXIMIZERS[name]
-    params = [p for p in inspect.signature(cls).parameters if p != "eps"]
-    for key in kwargs:
-        if key not in params:
-            raise ValueError(f"maximizer {name!r} has no parameter {key!r}; allowed: {params}")
-    if cls is Clean:
-        return cls()
-    return cls(eps, **kwargs)

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import UserError
+
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
 
@@ -115,5 +117,5 @@ DEFAULT_MODEL = {"digits": "digits_cnn", "mnist": "lenet", "cifar10": "preact_re
 def build(name: str, num_classes: int = 10) -> nn.Module:
     """Model by name: ``lenet``, ``digits_cnn`` or ``preact_resnet18``."""
     if name not in MODELS:
-        raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
+        raise UserError(f"model must be one of {sorted(MODELS)}, got {name!r}")
     return MODELS[name](num_classes)

@@ -4,17 +4,15 @@ The paper's second claim is that Amata combines with other speed-ups. Each metho
 is an inner maximizer of the trainer's protocol (see :func:`amata_lib.train`); its
 Amata+ variant is the same class driven by an annealing schedule or a weak-early option.
 
-Two kinds of method:
+Two kinds of method, both :class:`~amata_lib.maximizers.Maximizer` subclasses:
 
-* **perturb, then step** (:class:`FastMaximizer`, :class:`ATTAMaximizer`):
-  ``maximizer(model, x, y, plan) -> x_adv`` like PGD; the trainer then takes its one
-  parameter step. :meth:`passes` counts the extra forward+backward passes.
-* **own step** (:class:`FreeMaximizer`, :class:`YOPOMaximizer`, attribute
-  ``own_step = True``): the method interleaves parameter gradients with its attack, so
-  it implements ``train_step(net, model, optimizer, x, y, plan, loss_scale) -> loss``
-  and the trainer calls it instead of its own step. :meth:`passes` then counts every
-  full pass of the minibatch, training included. Their passes run in ``train()`` mode
-  (each is a training pass), unlike the attack-only passes of the first kind.
+* **perturb, then step** (:class:`FastMaximizer`, :class:`ATTAMaximizer`): they
+  implement ``perturb(model, x, y, plan, index) -> x_adv`` like PGD and keep the base
+  class's :meth:`~amata_lib.maximizers.Maximizer.step` (attack, then one parameter step).
+* **own step** (:class:`FreeMaximizer`, :class:`YOPOMaximizer`): the method interleaves
+  parameter gradients with its attack, so it overrides ``step`` and reports every full
+  pass of the minibatch, training included. Their passes run in ``train()`` mode (each
+  is a training pass), unlike the attack-only passes of the first kind.
 
 Schedules give ``plan.steps`` and ``plan.alpha``; what they mean per method:
 
@@ -33,23 +31,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_epoch, check_int, check_real
-from .attacks import pgd, project
+from ._checks import check_choice, check_epoch, check_int, check_real
+from .attacks import ascent_step, pgd, pgd_start, project
+from .errors import UserError
+from .maximizers import Maximizer, StepResult, need_plan
 from .schedules import Plan
-
-
-def _need_plan(plan: Plan | None, who: str) -> Plan:
-    if plan is None:
-        raise ValueError(f"plan must be a Plan for {who}, got None")
-    return plan
 
 
 def _delta_step(delta: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, alpha: float, eps: float) -> torch.Tensor:
     """Signed ascent step on a perturbation, kept in the eps-ball and with ``x + delta`` in ``[0, 1]``."""
-    return project(x + delta + alpha * grad.sign(), x, eps) - x
+    return ascent_step(x + delta, grad, x, alpha, eps) - x
 
 
-class FreeMaximizer:
+class FreeMaximizer(Maximizer):
     """Adversarial training for free (Shafahi et al. 2019): every minibatch replayed ``m = plan.steps`` times.
 
     Each replay is one forward+backward pass at ``x + delta`` whose gradients serve
@@ -65,16 +59,17 @@ class FreeMaximizer:
     """
 
     name = "free"
-    own_step = True
 
     def __init__(self, eps: float) -> None:
-        self.eps = check_real("eps", eps, minimum=0)
+        super().__init__(eps)
         self.delta: torch.Tensor | None = None
 
-    def train_step(self, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                   y: torch.Tensor, plan: Plan | None, loss_scale: float = 1.0) -> torch.Tensor:
+    def step(self, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+             y: torch.Tensor, plan: Plan | None, *, index: torch.Tensor | None = None,
+             loss_scale: float = 1.0) -> StepResult:
         """``m`` replays of the minibatch, each one pass, one parameter step and one delta step."""
-        plan = _need_plan(plan, "FreeMaximizer")
+        plan = need_plan(plan, "FreeMaximizer")
+        net.train()
         x = x.detach()
         if self.delta is None or self.delta.shape[1:] != x.shape[1:] or len(self.delta) < len(x):
             self.delta = torch.zeros_like(x)
@@ -89,11 +84,7 @@ class FreeMaximizer:
             delta = _delta_step(delta.detach(), delta.grad, x, plan.alpha, self.eps)
             losses.append(loss.detach())
         self.delta[:len(x)] = delta
-        return torch.stack(losses).mean()
-
-    def passes(self, plan: Plan | None) -> int:
-        """Full forward+backward passes of a minibatch: ``m`` (training included)."""
-        return 0 if plan is None else plan.steps
+        return StepResult(torch.stack(losses).mean(), plan.steps)
 
     def state_dict(self) -> dict:
         """The carried perturbation."""
@@ -104,7 +95,7 @@ class FreeMaximizer:
         self.delta = state["delta"]
 
 
-class FastMaximizer:
+class FastMaximizer(Maximizer):
     """Fast adversarial training (Wong, Rice & Kolter 2020): FGSM from a random start.
 
     ``delta ~ U(-eps, eps)``, one signed step of ``plan.alpha`` (they use ``1.25 eps``),
@@ -126,19 +117,16 @@ class FastMaximizer:
     name = "fast"
 
     def __init__(self, eps: float, weak_fraction: float = 0.0, fixed_start: float | None = None) -> None:
-        self.eps = check_real("eps", eps, minimum=0)
-        check_real("weak_fraction", weak_fraction, minimum=0)
-        if weak_fraction > 1:
-            raise ValueError(f"weak_fraction must be a number in [0, 1], got {weak_fraction!r}")
+        super().__init__(eps)
+        self.weak_fraction = check_real("weak_fraction", weak_fraction, minimum=0, maximum=1)
         if fixed_start is None:
             fixed_start = 0.5
         elif weak_fraction == 0:
-            raise ValueError(f"fixed_start={fixed_start!r} has no effect with weak_fraction=0 (plain Fast); "
-                             f"give weak_fraction > 0 or drop fixed_start")
+            raise UserError(f"fixed_start={fixed_start!r} has no effect with weak_fraction=0 (plain Fast); "
+                            f"give weak_fraction > 0 or drop fixed_start")
         check_real("fixed_start", fixed_start)
         if not -1 <= fixed_start <= 1:
-            raise ValueError(f"fixed_start must be a number in [-1, 1] (a fraction of eps), got {fixed_start!r}")
-        self.weak_fraction = float(weak_fraction)
+            raise UserError(f"fixed_start must be a number in [-1, 1] (a fraction of eps), got {fixed_start!r}")
         self.fixed_start = float(fixed_start)
         self.weak = False
 
@@ -147,8 +135,9 @@ class FastMaximizer:
         check_epoch(t, epochs)
         self.weak = t / epochs < self.weak_fraction
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan | None) -> torch.Tensor:
-        plan = _need_plan(plan, "FastMaximizer")
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan | None,
+                index: torch.Tensor | None = None) -> torch.Tensor:
+        plan = need_plan(plan, "FastMaximizer")
         start = x + self.fixed_start * self.eps if self.weak else None  # None: pgd's uniform random start
         return pgd(model, x, y, eps=self.eps, alpha=plan.alpha, steps=1, start=start)
 
@@ -161,7 +150,7 @@ class _EarlyExit(Exception):
     """Raised by a forward hook to stop a forward pass after the first layer."""
 
 
-class YOPOMaximizer:
+class YOPOMaximizer(Maximizer):
     """YOPO-m-n (Zhang et al. 2019): ``m = plan.steps`` full passes, each followed by ``n`` cheap updates.
 
     Full pass ``j`` (``j = 1..m``): forward at ``x + delta``, backward of the loss. Its
@@ -197,31 +186,28 @@ class YOPOMaximizer:
     """
 
     name = "yopo"
-    own_step = True
+    counts_layer_passes = True
 
     GRAD_REDUCTIONS = ("sum", "mean")
 
     def __init__(self, eps: float, n: int = 10, layer: str = "relu1", grad_reduction: str = "mean") -> None:
-        self.eps = check_real("eps", eps, minimum=0)
+        super().__init__(eps)
         self.n = check_int("n", n, minimum=1)
-        if grad_reduction not in self.GRAD_REDUCTIONS:
-            raise ValueError(f"grad_reduction must be one of {self.GRAD_REDUCTIONS}, got {grad_reduction!r}")
-        self.grad_reduction = grad_reduction
+        self.grad_reduction = check_choice("grad_reduction", grad_reduction, self.GRAD_REDUCTIONS)
         if not isinstance(layer, str) or not layer:
-            raise ValueError(f"layer must be the name of a submodule, got {layer!r}")
+            raise UserError(f"layer must be the name of a submodule, got {layer!r}")
         self.layer = layer
-        self.layer_passes = 0
 
     def _submodule(self, model: nn.Module) -> nn.Module:
         try:
             return model.get_submodule(self.layer)
         except AttributeError:
             names = [n for n, _ in model.named_modules() if n]
-            raise ValueError(f"layer {self.layer!r} is not a submodule of {type(model).__name__}; "
+            raise UserError(f"layer {self.layer!r} is not a submodule of {type(model).__name__}; "
                              f"its submodules: {names}") from None
 
     def check_model(self, model: nn.Module) -> None:
-        """Raise ValueError unless ``layer`` names a submodule of ``model``."""
+        """Raise UserError unless ``layer`` names a submodule of ``model``."""
         self._submodule(model)
 
     def first_layer(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -240,7 +226,7 @@ class YOPOMaximizer:
         finally:
             handle.remove()
         if not out:
-            raise ValueError(f"layer {self.layer!r} was not called by {type(model).__name__}.forward")
+            raise UserError(f"layer {self.layer!r} was not called by {type(model).__name__}.forward")
         return out[0]
 
     def cheap_grad(self, model: nn.Module, x: torch.Tensor, delta: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -250,22 +236,24 @@ class YOPOMaximizer:
             (grad,) = torch.autograd.grad((self.first_layer(model, x + delta) * g).sum(), delta)
         return grad
 
-    def train_step(self, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                   y: torch.Tensor, plan: Plan | None, loss_scale: float = 1.0) -> torch.Tensor:
+    def step(self, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+             y: torch.Tensor, plan: Plan | None, *, index: torch.Tensor | None = None,
+             loss_scale: float = 1.0) -> StepResult:
         """``m`` full passes (summed parameter gradient, one step), ``n`` cheap delta updates after all but the last."""
-        plan = _need_plan(plan, "YOPOMaximizer")
+        plan = need_plan(plan, "YOPOMaximizer")
+        net.train()
         x = x.detach()
         layer = self._submodule(model)
         captured: list[torch.Tensor] = []
 
         def keep(_module, _inputs, output):
             if not output.requires_grad:
-                raise ValueError(f"layer {self.layer!r} gives an output without gradient (no trainable "
+                raise UserError(f"layer {self.layer!r} gives an output without gradient (no trainable "
                                  f"parameters up to it); choose a layer such as a convolution")
             output.retain_grad()
             captured.append(output)
 
-        delta = project(x + torch.empty_like(x).uniform_(-self.eps, self.eps), x, self.eps) - x
+        delta = pgd_start(x, self.eps) - x
         optimizer.zero_grad(set_to_none=True)
         losses = []
         for j in range(plan.steps):
@@ -284,15 +272,10 @@ class YOPOMaximizer:
             for _ in range(self.n):
                 delta = _delta_step(delta, self.cheap_grad(model, x, delta, g), x, plan.alpha, self.eps)
         optimizer.step()
-        self.layer_passes = (plan.steps - 1) * self.n
-        return torch.stack(losses).mean()
-
-    def passes(self, plan: Plan | None) -> int:
-        """Full forward+backward passes of a minibatch: ``m`` (training included)."""
-        return 0 if plan is None else plan.steps
+        return StepResult(torch.stack(losses).mean(), plan.steps, (plan.steps - 1) * self.n)
 
 
-class ATTAMaximizer:
+class ATTAMaximizer(Maximizer):
     """ATTA (Zheng et al. 2020): adversarial perturbations stored per training example, carried across epochs.
 
     In every epoch a minibatch's examples start from their stored ``delta`` and take
@@ -313,11 +296,11 @@ class ATTAMaximizer:
     uses_index = True
 
     def __init__(self, eps: float, reset: int = 10, early_reset: int | None = None, early_epochs: int = 0) -> None:
-        self.eps = check_real("eps", eps, minimum=0)
+        super().__init__(eps)
         self.reset = check_int("reset", reset, minimum=1)
         self.early_epochs = check_int("early_epochs", early_epochs, minimum=0)
         if early_reset is not None and self.early_epochs == 0:
-            raise ValueError(f"early_reset={early_reset!r} has no effect with early_epochs=0; give early_epochs >= 1")
+            raise UserError(f"early_reset={early_reset!r} has no effect with early_epochs=0; give early_epochs >= 1")
         self.early_reset = self.reset if early_reset is None else check_int("early_reset", early_reset, minimum=1)
         self.delta: torch.Tensor | None = None
         self.stored: torch.Tensor | None = None  # which rows of delta hold a perturbation
@@ -341,18 +324,18 @@ class ATTAMaximizer:
             self.delta = torch.cat([self.delta, self.delta.new_zeros((extra, *self.delta.shape[1:]))])
             self.stored = torch.cat([self.stored, self.stored.new_zeros(extra)])
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan | None,
-                 index: torch.Tensor | None = None) -> torch.Tensor:
-        plan = _need_plan(plan, "ATTAMaximizer")
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan | None,
+                index: torch.Tensor | None = None) -> torch.Tensor:
+        plan = need_plan(plan, "ATTAMaximizer")
         if index is None:
-            raise ValueError("index (the examples' dataset indices) is required by ATTAMaximizer")
+            raise UserError("index (the examples' dataset indices) is required by ATTAMaximizer")
         x = x.detach()
         index = torch.as_tensor(index, device=x.device)
         if index.shape != (len(x),):
-            raise ValueError(f"index must hold one dataset index per example ({len(x)}), got shape "
+            raise UserError(f"index must hold one dataset index per example ({len(x)}), got shape "
                              f"{tuple(index.shape)}")
         if index.dtype.is_floating_point or index.dtype == torch.bool or (len(index) and int(index.min()) < 0):
-            raise ValueError(f"index must hold integer dataset indices >= 0, got dtype {index.dtype}")
+            raise UserError(f"index must hold integer dataset indices >= 0, got dtype {index.dtype}")
         index = index.long()
         self._grow(int(index.max()) + 1 if len(index) else 0, x)
         fresh = torch.empty_like(x).uniform_(-self.eps, self.eps)
@@ -362,10 +345,6 @@ class ATTAMaximizer:
         self.delta[index] = x_adv - x
         self.stored[index] = True
         return x_adv
-
-    def passes(self, plan: Plan | None) -> int:
-        """Extra forward+backward passes per minibatch: ``plan.steps``."""
-        return 0 if plan is None else plan.steps
 
     def state_dict(self) -> dict:
         """The stored perturbations and which examples have one."""

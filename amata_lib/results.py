@@ -16,18 +16,24 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
+from numbers import Real
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
+
+from ._io import atomic_write
+from .checkpoints import differences
+from .errors import UserError
 
 SCHEMA = "amata-run/1"
 REQUIRED = {"schema": str, "provenance": dict, "seed": int, "dataset": str, "config": dict, "history": list}
 PROVENANCE_KEYS = ("library_version", "git_commit", "torch_version", "device", "created")
+HISTORY_FIELDS = {"epoch": int, "steps": int, "time": Real, "passes": Real, "layer_passes": Real,
+                  "train_loss": Real, "clean_acc": Real, "robust_acc": Real, "fgsm_acc": Real}
 
 
-class ResultError(ValueError):
+class ResultError(UserError):
     """A results file is unreadable, corrupt or not an amata-run file."""
 
 
@@ -86,21 +92,9 @@ def _clean(obj: Any) -> Any:
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` via a temporary file and ``os.replace``: all or nothing."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` as JSON to ``path``, all or nothing (see :func:`amata_lib._io.atomic_write`)."""
     text = json.dumps(_clean(data), indent=1, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def save_run(path: str | os.PathLike, *, config: dict, history: list[dict], seed: int, dataset: str,
@@ -129,6 +123,13 @@ def validate(record: Any, source: str = "record") -> dict:
     for i, rec in enumerate(record["history"]):
         if not isinstance(rec, dict) or not {"epoch", "time", "passes"} <= rec.keys():
             raise ResultError(f"{source}: history[{i}] must be an object with epoch, time and passes")
+        for key, kind in HISTORY_FIELDS.items():
+            value = rec.get(key)
+            if value is None and key in ("epoch", "time", "passes"):
+                raise ResultError(f"{source}: history[{i}].{key} must be a number, got None")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+                what = "an integer" if kind is int else "a number"
+                raise ResultError(f"{source}: history[{i}].{key} must be {what} or null, got {value!r:.40}")
     return record
 
 
@@ -142,3 +143,28 @@ def load_run(path: str | os.PathLike) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ResultError(f"{path}: not valid JSON ({exc})") from None
     return validate(record, str(path))
+
+
+def finished_result(path: str | os.PathLike, config: dict, *, ignore: Iterable[str] = ()) -> bool:
+    """Whether ``path`` already holds the run described by ``config``; a result of other settings is an error.
+
+    Every key of ``config`` (except ``ignore``) must equal the stored config's, so a
+    finished result is never overwritten by, or taken for, a run with other settings.
+    ``train`` and ``experiment`` both call this before they train.
+
+    Raises
+    ------
+    ResultError
+        ``path`` holds a result made with other settings (the message lists them), or is no result.
+    """
+    path = Path(path)
+    if not path.exists():
+        return False
+    stored = load_run(path)["config"]
+    wanted = json.loads(json.dumps(_clean({k: v for k, v in config.items() if k not in set(ignore)})))
+    diff = differences({k: stored.get(k, "<absent>") for k in wanted}, wanted)
+    if diff:
+        shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+        raise ResultError(f"{path} holds a finished run with other settings ({shown}); delete it, or choose "
+                          f"another --name / --out / --out-dir")
+    return True

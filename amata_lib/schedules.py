@@ -8,21 +8,33 @@ so the same mechanism can anneal any maximizer whose effort is set by a step cou
 Cost model: with a plan of ``K`` ascent steps one minibatch costs ``K + 1``
 forward+backward passes -- ``K`` input gradients for the inner maximization and one
 parameter gradient for the outer update. Random starts cost no pass.
+
+Notation (the paper's, used across the library): ``K_t`` is ``Plan.steps`` (``steps=``
+wherever a function takes it; ``k`` in configs and ``--k`` on the command line for a
+constant plan); ``k_min``/``k_max`` its bounds; ``alpha`` the step size; ``tau`` the
+travel ``K_t * alpha_t``; ``T`` = ``epochs``; ``t`` the epoch counted from 0. For Free
+and YOPO ``Plan.steps`` is their ``m`` (replays, full passes).
+
+:func:`make_schedule` is the one factory from a method name and its parameters, shared
+by the command line and experiment configs.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
+from ._checks import check_choice
 from ._checks import check_int as _check_int
-from ._checks import check_real
+from ._checks import check_positive as _check_positive
+from .errors import UserError
 
 ROUNDINGS = ("round", "floor", "ceil")
-
-
-def _check_positive(name: str, value: object) -> float:
-    return check_real(name, value, minimum=0, strict=True)
+METHOD_PARAMS: dict[str, tuple[str, ...]] = {
+    "erm": (), "pgd": ("k", "alpha"), "constant": ("k", "alpha"), "amata": ("k_min", "k_max", "tau", "rounding"),
+    "exponential": ("k_min", "k_max", "tau", "rounding"), "step": ("stages", "tau")}
+METHODS = tuple(METHOD_PARAMS)
+OPTIONAL_PARAMS = ("rounding",)
 
 
 def _to_int(x: float, rounding: str) -> int:
@@ -61,7 +73,7 @@ class Schedule:
 
     def __call__(self, t: int) -> Plan:
         if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < self.epochs:
-            raise ValueError(f"t must be an integer epoch in [0, {self.epochs - 1}], got {t!r}")
+            raise UserError(f"t must be an integer epoch in [0, {self.epochs - 1}], got {t!r}")
         return self.plan(t)
 
     def plans(self) -> list[Plan]:
@@ -112,12 +124,10 @@ class _Annealed(Schedule):
         self.k_min = _check_int("k_min", k_min)
         self.k_max = _check_int("k_max", k_max)
         if self.k_min > self.k_max:
-            raise ValueError(f"k_min must be <= k_max, got k_min={k_min!r} > k_max={k_max!r}")
+            raise UserError(f"k_min must be <= k_max, got k_min={k_min!r} > k_max={k_max!r}")
         self.tau = _check_positive("tau", tau)
         self.epochs = _check_int("epochs", epochs)
-        if rounding not in ROUNDINGS:
-            raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
-        self.rounding = rounding
+        self.rounding = check_choice("rounding", rounding, ROUNDINGS)
 
     def real_steps(self, t: int) -> float:  # pragma: no cover - every subclass overrides
         raise NotImplementedError
@@ -170,12 +180,12 @@ class Step(Schedule):
 
     def __init__(self, steps: Sequence[int], tau: float, epochs: int) -> None:
         if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence) or len(steps) == 0:
-            raise ValueError(f"steps must be a non-empty sequence of integers, got {steps!r}")
+            raise UserError(f"steps must be a non-empty sequence of integers, got {steps!r}")
         self.steps = [_check_int(f"steps[{i}]", k) for i, k in enumerate(steps)]
         self.tau = _check_positive("tau", tau)
         self.epochs = _check_int("epochs", epochs)
         if len(self.steps) > self.epochs:
-            raise ValueError(f"steps must have at most epochs={self.epochs} stages, got {len(self.steps)}")
+            raise UserError(f"steps must have at most epochs={self.epochs} stages, got {len(self.steps)}")
 
     def plan(self, t: int) -> Plan:
         k = self.steps[t * len(self.steps) // self.epochs]
@@ -190,7 +200,7 @@ class FromFunction(Schedule):
 
     def __init__(self, fn: Callable[[int], Plan | tuple[int, float]], epochs: int, name: str = "custom") -> None:
         if not callable(fn):
-            raise ValueError(f"fn must be callable, got {fn!r}")
+            raise UserError(f"fn must be callable, got {fn!r}")
         self.fn = fn
         self.epochs = _check_int("epochs", epochs)
         self.name = name
@@ -202,8 +212,38 @@ class FromFunction(Schedule):
         try:
             steps, alpha = out
         except (TypeError, ValueError):
-            raise ValueError(f"fn({t}) must return a Plan or (steps, alpha), got {out!r}") from None
+            raise UserError(f"fn({t}) must return a Plan or (steps, alpha), got {out!r}") from None
         return Plan(_check_int(f"steps at t={t}", steps), _check_positive(f"alpha at t={t}", alpha))
 
     def __repr__(self) -> str:
         return f"FromFunction({self.name}, epochs={self.epochs})"
+
+
+def make_schedule(method: str, epochs: int, **params: Any) -> Schedule | None:
+    """The schedule of ``method`` (a key of :data:`METHOD_PARAMS`) over ``epochs``; ``None`` for ERM.
+
+    ``pgd``/``constant`` take ``k`` and ``alpha``; ``amata``/``exponential`` take
+    ``k_min``, ``k_max``, ``tau`` and optionally ``rounding``; ``step`` takes ``stages``
+    and ``tau``. A parameter the method does not use is an error (it would be ignored).
+
+    Raises
+    ------
+    UserError
+        Unknown method, a missing or unused parameter, or a bad value.
+    """
+    check_choice("method", method, METHODS)
+    wanted = METHOD_PARAMS[method]
+    unused = [p for p in params if p not in wanted]
+    if unused:
+        raise UserError(f"{unused[0]} is not used by method {method!r} (it takes {', '.join(wanted) or 'nothing'})")
+    missing = [p for p in wanted if p not in params and p not in OPTIONAL_PARAMS]
+    if missing:
+        raise UserError(f"method {method!r} needs {', '.join(missing)}")
+    if method == "erm":
+        return None
+    if method in ("pgd", "constant"):
+        return Constant(params["k"], params["alpha"], epochs)
+    if method == "step":
+        return Step(params["stages"], params["tau"], epochs)
+    cls = Amata if method == "amata" else Exponential
+    return cls(params["k_min"], params["k_max"], params["tau"], epochs, rounding=params.get("rounding", "round"))

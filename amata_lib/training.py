@@ -1,65 +1,81 @@
 """Adversarial training driven by a schedule (which plan in which epoch) and an inner maximizer.
 
-One epoch of :func:`train` is the paper's Algorithm 1 with ``schedule(t)`` giving
-``(K_t, alpha_t)``: for each minibatch the maximizer builds the adversarial batch,
-then one SGD/Adam step is taken on it. ``schedule=None`` is plain ERM.
+Algorithm 1 of the paper in three short functions: the schedule gives epoch ``t``'s
+plan ``(K_t, alpha_t)`` (:mod:`amata_lib.schedules`); :func:`_run_epoch` runs one
+epoch, handing every minibatch to :meth:`Maximizer.step <amata_lib.maximizers.Maximizer.step>`,
+which attacks with :func:`~amata_lib.attacks.pgd` and takes one parameter step.
+:func:`train` is the outer loop around them: check, resume, then per epoch run,
+evaluate and checkpoint. ``schedule=None`` is plain ERM.
 
-Attack mode: the trainer switches the model to ``eval()`` while the maximizer runs
-and back to ``train()`` for the parameter step. Batch-norm running statistics are
-therefore updated once per minibatch (by the step that trains), not ``K`` more times
-by attack passes, and dropout does not randomise the attack's gradient. The attack
-functions themselves never change the mode.
+Attack mode: the maximizer attacks in ``eval()`` mode and trains in ``train()`` mode.
+Batch-norm running statistics are therefore updated once per minibatch (by the step
+that trains), not ``K`` more times by attack passes, and dropout does not randomise
+the attack's gradient. The attack functions themselves never change the mode.
 
 Speed (measured by ``benchmarks/speed.py``): a ``TensorDataset`` is copied to the
 GPU once when it fits and every minibatch is gathered there; nothing in the epoch
-loop waits for the GPU (the loss is summed on the device and read once per epoch);
-other datasets get one persistent, pinned, multi-worker ``DataLoader`` for the whole
-run; ``channels_last=True`` stores conv-net activations in the layout tensor cores
-prefer. Under ``torchrun`` the same function trains data-parallel, see
+loop waits for the GPU except one pixel-range check per attack call; other datasets
+get one persistent, pinned, multi-worker ``DataLoader`` for the whole run;
+``channels_last=True`` stores conv-net activations in the layout tensor cores prefer.
+Under ``torchrun`` the same function trains data-parallel, see
 :mod:`amata_lib.distributed`: the attack runs on the bare model (no gradient
 all-reduce for attack passes), only the parameter step goes through DDP.
 """
 from __future__ import annotations
 
-import math
+import hashlib
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
-from ._checks import check_real
 from . import distributed
-from .evaluation import accuracy, catastrophic_overfitting, fgsm_accuracy, pgd_accuracy
-from .maximizers import Clean, PGDMaximizer
-from .schedules import Schedule
+from ._checks import (
+    check_bool,
+    check_choice,
+    check_labels,
+    check_positive,
+    check_real,
+    check_strict_int,
+)
+from .checkpoints import RunLock, capture, load_checkpoint, restore, save_checkpoint
+from .data import check_dataset, epoch_feed, subset, to_device
+from .errors import UserError
+from .evaluation import accuracy, fgsm_accuracy, pgd_accuracy
+from .history import catastrophic_overfitting
+from .maximizers import Clean, Maximizer, PGDMaximizer
+from .schedules import Plan, Schedule
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "multistep", "cosine")
-DEVICE_DATA_FRACTION = 0.25
 Callback = Callable[[dict, nn.Module], Any]
-Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
-IndexedBatches = Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
 
 
 def select_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks cuda, then mps, then cpu; anything else is passed to :class:`torch.device`."""
-    if str(device) != "auto":
-        try:
-            return torch.device(device)
-        except RuntimeError as exc:
-            raise ValueError(f"device {device!r} is not a valid torch device: {exc}") from None
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """``"auto"`` picks cuda, then mps, then cpu; a named device must exist on this machine."""
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UserError(f"device {device!r} is not a valid torch device ({exc}); try auto, cpu or cuda") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise UserError(f"device {str(device)!r} is not available here ({torch.cuda.device_count()} CUDA "
+                        f"devices); use --device cpu or auto")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError(f"device {str(device)!r} is not available here (no Apple GPU); use --device cpu or auto")
+    return dev
 
 
 def seed_everything(seed: int) -> None:
@@ -77,147 +93,25 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _index_batches(n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None, rank: int,
-                   world_size: int, device: torch.device | None = None) -> Iterator[slice | torch.Tensor]:
-    """Indices of rank ``rank``'s shard of every global minibatch; one permutation per call."""
-    order = torch.randperm(n, generator=generator) if shuffle else None
-    if order is not None and device is not None:
-        order = order.to(device, non_blocking=True)
-    for start in range(0, n, batch_size):
-        lo, hi = distributed.shard_bounds(start, min(start + batch_size, n), rank, world_size)
-        yield slice(lo, hi) if order is None else order[lo:hi]
-
-
-class ShardedBatchSampler(Sampler[list[int]]):
-    """``DataLoader`` batch sampler: rank ``rank``'s shard of every global minibatch.
-
-    Ranks draw the same permutation from equally seeded generators, so the shards
-    of one global minibatch partition it.
-    """
-
-    def __init__(self, n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None,
-                 rank: int = 0, world_size: int = 1) -> None:
-        self.n, self.batch_size, self.shuffle, self.generator = n, batch_size, shuffle, generator
-        self.rank, self.world_size = rank, world_size
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for idx in _index_batches(self.n, self.batch_size, self.shuffle, self.generator, self.rank, self.world_size):
-            yield list(range(idx.start, idx.stop)) if isinstance(idx, slice) else idx.tolist()
-
-    def __len__(self) -> int:
-        return math.ceil(self.n / self.batch_size)
-
-
-def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, generator: torch.Generator | None,
-                device: torch.device | None, rank: int = 0, world_size: int = 1,
-                num_workers: int | None = None, seed: int = 0) -> DataLoader:
-    """``DataLoader`` for datasets that are not ``TensorDataset`` (e.g. torchvision's with transforms).
-
-    Workers (default: this process's share of the usable CPU cores, at most 8)
-    live across epochs and prefetch; batches are pinned for asynchronous copies to
-    CUDA, so decoding does not starve the GPU. ``seed`` seeds the workers (random
-    transforms) without touching the global RNG; ``generator`` shuffles.
-    """
-    if num_workers is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        num_workers = min(8, cpus // world_size)
-    sampler = ShardedBatchSampler(len(dataset), batch_size, shuffle=shuffle, generator=generator,
-                                  rank=rank, world_size=world_size)
-    workers = num_workers > 0
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                      pin_memory=device is not None and device.type == "cuda", persistent_workers=workers,
-                      prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(seed))
-
-
-def _moved(loader: DataLoader, device: torch.device | None) -> Batches:
-    for x, y in loader:
-        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-
-
-def batches(dataset: Dataset, batch_size: int, *, shuffle: bool = False,
-            generator: torch.Generator | None = None, device: torch.device | None = None,
-            rank: int = 0, world_size: int = 1) -> Batches:
-    """Minibatches ``(x, y)`` on ``device``: rank ``rank``'s shard of each global minibatch of ``batch_size``.
-
-    A ``TensorDataset`` is indexed where its tensors live (on the GPU after
-    :func:`to_device`; the permutation is moved there once per pass); other
-    datasets go through :func:`make_loader`.
-    """
-    if isinstance(dataset, TensorDataset):
-        for x, y, _ in _tensor_batches(dataset, batch_size, shuffle, generator, device, rank, world_size):
-            yield x, y
-    else:
-        yield from _moved(make_loader(dataset, batch_size, shuffle=shuffle, generator=generator,
-                                      device=device, rank=rank, world_size=world_size), device)
-
-
-def to_device(dataset: Dataset, device: torch.device, max_fraction: float = DEVICE_DATA_FRACTION) -> Dataset:
-    """A ``TensorDataset`` copied once to a CUDA ``device`` if it needs at most ``max_fraction`` of the
-    free device memory; any other dataset, device or size is returned unchanged."""
-    if not isinstance(dataset, TensorDataset) or device.type != "cuda":
-        return dataset
-    nbytes = sum(t.numel() * t.element_size() for t in dataset.tensors)
-    if nbytes > max_fraction * torch.cuda.mem_get_info(device)[0]:
-        return dataset
-    return TensorDataset(*(t.to(device) for t in dataset.tensors))
-
-
-def _tensor_batches(dataset: TensorDataset, batch_size: int, shuffle: bool, generator: torch.Generator | None,
-                    device: torch.device | None, rank: int, world_size: int) -> IndexedBatches:
-    """``(x, y, index)`` minibatches of a ``TensorDataset``, indexed where its tensors live."""
-    x, y = dataset.tensors
-    for idx in _index_batches(len(y), batch_size, shuffle, generator, rank, world_size, x.device):
-        yield x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True), idx
-
-
-def _epoch_feed(dataset: Dataset, batch_size: int, generator: torch.Generator, device: torch.device,
-                rank: int, world_size: int, seed: int) -> Callable[[], IndexedBatches]:
-    """Shuffled training minibatches ``(x, y, index)``, one epoch per call: tensors are moved to the
-    device once and ``index`` holds the examples' dataset indices; other datasets share one
-    persistent ``DataLoader`` over all epochs and give ``index = None``."""
-    if isinstance(dataset, TensorDataset):
-        on_device = to_device(dataset, device)
-        return lambda: _tensor_batches(on_device, batch_size, True, generator, device, rank, world_size)
-    loader = make_loader(dataset, batch_size, shuffle=True, generator=generator, device=device,
-                         rank=rank, world_size=world_size, seed=seed)
-    return lambda: ((x, y, None) for x, y in _moved(loader, device))
-
-
 def make_optimizer(model: nn.Module, optimizer: str, lr: float, momentum: float,
                    weight_decay: float) -> torch.optim.Optimizer:
     """SGD (with momentum) or Adam over all parameters."""
+    check_choice("optimizer", optimizer, OPTIMIZERS)
     if optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
 def make_lr_schedule(opt: torch.optim.Optimizer, lr_schedule: str, epochs: int
                      ) -> torch.optim.lr_scheduler.LRScheduler:
     """Per-epoch learning-rate schedule: constant, multistep (x0.1 at 50 % and 75 % of epochs), cosine."""
+    check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
     if lr_schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
     if lr_schedule == "multistep":
         milestones = sorted({max(1, epochs // 2), max(1, (3 * epochs) // 4)})
         return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
-    if lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-
-
-def _subset(dataset: Dataset, n: int | None) -> Dataset:
-    if n is None or n >= len(dataset):
-        return dataset
-    if isinstance(dataset, TensorDataset):
-        return TensorDataset(*(t[:n] for t in dataset.tensors))
-    return torch.utils.data.Subset(dataset, range(n))
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
 
 
 def _tidy(passes: float) -> int | float:
@@ -225,44 +119,164 @@ def _tidy(passes: float) -> int | float:
     return int(passes) if float(passes).is_integer() else round(passes, 3)
 
 
-def _check_positive(name: str, value: float) -> None:
-    check_real(name, value, minimum=0, strict=True)
-
-
 def _global_sizes(n: int, batch_size: int) -> list[int]:
     """Sizes of the global minibatches of one epoch (the last may be short)."""
     return [min(batch_size, n - start) for start in range(0, n, batch_size)]
 
 
-def _check_shards(n: int, batch_size: int, world_size: int) -> None:
-    if n == 0:
-        raise ValueError("train_set must hold at least one example, got an empty dataset")
-    smallest = min(_global_sizes(n, batch_size))
-    if smallest < world_size:
-        raise ValueError(f"batch_size={batch_size} on {n} examples leaves a minibatch of {smallest} for "
-                         f"{world_size} processes; each needs at least one example of every minibatch")
+def _sha256(dataset: Dataset) -> dict:
+    """What identifies a dataset in a run's settings: its size and, for tensors, a hash of their bytes."""
+    if not isinstance(dataset, TensorDataset):
+        return {"type": type(dataset).__name__, "size": len(dataset)}
+    h = hashlib.sha256()
+    for t in dataset.tensors:
+        h.update(str((tuple(t.shape), t.dtype)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return {"type": "TensorDataset", "size": len(dataset), "sha256": h.hexdigest()}
 
 
-def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """This process's CPU generator state and that of its CUDA device."""
-    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+def run_settings(model: nn.Module, train_set: Dataset, test_set: Dataset, *, schedule: Schedule | None,
+                 maximizer: Maximizer, **options: Any) -> dict:
+    """Everything that decides a run's result, as plain data: the fingerprint of checkpoints.
+
+    ``options`` are :func:`train`'s other keyword arguments that change the result
+    (epochs, eps, optimiser, batch size, seed, evaluation, ...). The model enters by
+    its class and a hash of its initial weights, the data by hashes of their tensors,
+    the schedule by every epoch's plan.
+    """
+    weights = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        weights.update(name.encode())
+        weights.update(value.detach().cpu().contiguous().numpy().tobytes())
+    plans = None if schedule is None else [[p.steps, p.alpha] for p in schedule.plans()]
+    return {"model": type(model).__name__, "init_sha256": weights.hexdigest(),
+            "schedule": None if schedule is None else {"repr": repr(schedule), "plans": plans},
+            "maximizer": maximizer.settings(), "train_set": _sha256(train_set), "test_set": _sha256(test_set),
+            "world_size": distributed.world_size(), **options}
 
 
-def _restore_rng(state: dict, device: torch.device, world_size: int, rank: int) -> None:
-    """Set the random generators saved in a checkpoint (each rank its own under DDP)."""
-    saved_world = state.get("world_size", 1)
-    if saved_world != world_size:
-        raise ValueError(f"checkpoint was written by world_size={saved_world} processes; resume with the "
-                         f"same number, got world_size={world_size}")
-    if world_size == 1:
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        return
-    cpu, cuda = state["rank_rng"][rank]
-    torch.set_rng_state(cpu)
-    if device.type == "cuda" and cuda is not None:
-        torch.cuda.set_rng_state(cuda, device)
+def _check_arguments(epochs: int, eps: float, schedule: Schedule | None, maximizer: Maximizer | None,
+                     options: dict) -> None:
+    """Every argument of :func:`train` that can be checked without the data, before any work."""
+    check_strict_int("epochs", epochs)
+    check_real("eps", eps, minimum=0, maximum=1)
+    if schedule is not None and not isinstance(schedule, Schedule):
+        raise UserError(f"schedule must be a Schedule or None, got {schedule!r}")
+    if schedule is not None and schedule.epochs < epochs:
+        raise UserError(f"schedule covers {schedule.epochs} epochs but epochs={epochs}")
+    if maximizer is not None and not isinstance(maximizer, Maximizer):
+        raise UserError(f"maximizer must be a Maximizer (amata_lib.maximizers), got {type(maximizer).__name__}")
+    if schedule is None and maximizer is not None and not isinstance(maximizer, Clean):
+        raise UserError(f"maximizer {type(maximizer).__name__} needs a schedule (its plan per epoch); "
+                        f"got schedule=None")
+    if maximizer is not None and not isinstance(maximizer, Clean) and maximizer.eps != eps:
+        raise UserError(f"maximizer {type(maximizer).__name__} attacks with eps={maximizer.eps:g} but train has "
+                        f"eps={eps:g} (the robust test's radius); give both the same eps")
+    check_choice("optimizer", options["optimizer"], OPTIMIZERS)
+    check_choice("lr_schedule", options["lr_schedule"], LR_SCHEDULES)
+    check_positive("lr", options["lr"])
+    check_real("momentum", options["momentum"], minimum=0, maximum=1)
+    check_real("weight_decay", options["weight_decay"], minimum=0)
+    for name in ("batch_size", "eval_steps", "eval_restarts", "eval_every"):
+        check_strict_int(name, options[name])
+    check_strict_int("seed", options["seed"], minimum=0)
+    if options["eval_subset"] is not None:
+        check_strict_int("eval_subset", options["eval_subset"])
+    if options["eval_alpha"] is not None:
+        check_positive("eval_alpha", options["eval_alpha"])
+    for name in ("amp", "channels_last", "detect_overfitting"):
+        check_bool(name, options[name])
+
+
+def _check_inputs(model: nn.Module, maximizer: Maximizer, train_set: Dataset, test_set: Dataset,
+                  batch_size: int, world: int, channels_last: bool) -> None:
+    """Data, model and maximizer fit together: checked on the data and one forward pass, before training."""
+    check_dataset("train_set", train_set)
+    check_dataset("test_set", test_set)
+    x, y = train_set[0]
+    if channels_last and x.ndim != 3:
+        raise UserError(f"channels_last needs 4-D inputs N x C x H x W, got examples of shape {tuple(x.shape)}")
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            was_training = model.training
+            logits = model.eval()(x[None].to(device))
+            model.train(was_training)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise UserError(f"model {type(model).__name__} cannot take inputs of shape {tuple(x.shape)} "
+                        f"({first}); choose a model for this dataset") from None
+    if logits.ndim != 2:
+        raise UserError(f"model {type(model).__name__} must return logits N x classes, got shape "
+                        f"{tuple(logits.shape)}")
+    for name, data in (("train_set", train_set), ("test_set", test_set)):
+        if isinstance(data, TensorDataset):
+            check_labels(f"{name} labels", data.tensors[1], len(data), num_classes=logits.shape[1])
+    smallest = min(_global_sizes(len(train_set), batch_size))
+    if smallest < world:
+        raise UserError(f"batch_size={batch_size} on {len(train_set)} examples leaves a minibatch of {smallest} "
+                        f"for {world} processes; each needs at least one example of every minibatch")
+    if maximizer.uses_index and not isinstance(train_set, TensorDataset):
+        raise UserError(f"maximizer {type(maximizer).__name__} stores one perturbation per example and "
+                        f"needs a TensorDataset train_set, got {type(train_set).__name__}")
+    if maximizer.uses_index and world > 1:
+        raise UserError(f"maximizer {type(maximizer).__name__} keeps per-example state in one process; "
+                        f"it does not run under torchrun (world_size={world})")
+    maximizer.check_model(model)
+
+
+@dataclass
+class Run:
+    """What one training run carries from epoch to epoch."""
+
+    model: nn.Module
+    net: nn.Module  # the model as trained: wrapped by DDP under torchrun
+    optimizer: torch.optim.Optimizer
+    lr_schedule: torch.optim.lr_scheduler.LRScheduler
+    shuffle_gen: torch.Generator
+    maximizer: Maximizer
+    device: torch.device
+
+
+@dataclass
+class EpochTotals:
+    """One epoch's cost and loss, summed over every process."""
+
+    time: float
+    passes: float
+    layer_passes: float
+    train_loss: float
+
+
+def _run_epoch(run: Run, feed: Callable, plan: Plan | None, sizes: list[int], *, amp: bool,
+               channels_last: bool, bar: Any = None) -> EpochTotals:
+    """One pass over the training set (Algorithm 1, lines 3-9): every minibatch goes to ``maximizer.step``."""
+    world = distributed.world_size()
+    autocast = torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=amp)
+    synchronize(run.device)
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=run.device)
+    n_seen, work, layer_work = 0, [], []  # passes x shard size, per minibatch
+    for b, (x, y, index) in enumerate(feed()):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        # DDP averages gradients over ranks; weighting each shard's mean by its share of
+        # the global minibatch makes that average the gradient of the global mean.
+        scale = len(y) * world / sizes[b]
+        with autocast:
+            out = run.maximizer.step(run.net, run.model, run.optimizer, x, y, plan, index=index, loss_scale=scale)
+        work.append(out.passes * len(y))
+        layer_work.append(out.layer_passes * len(y))
+        loss_sum += out.loss.float() * len(y)
+        n_seen += len(y)
+        if bar is not None:
+            bar.update(1)
+    synchronize(run.device)
+    epoch_time = distributed.all_max(time.perf_counter() - t0)
+    loss_total, seen, *totals = distributed.all_sum([float(loss_sum), n_seen, *work, *layer_work])
+    passes, layers = totals[:len(work)], totals[len(work):]
+    return EpochTotals(time=epoch_time, passes=sum(w / m for w, m in zip(passes, sizes)),
+                       layer_passes=sum(w / m for w, m in zip(layers, sizes)), train_loss=loss_total / max(seen, 1))
 
 
 def _evaluate(model: nn.Module, test_part: Dataset, *, eps: float, alpha: float, steps: int, restarts: int,
@@ -284,25 +298,16 @@ def _evaluate(model: nn.Module, test_part: Dataset, *, eps: float, alpha: float,
     return [c / total for c in counts]
 
 
-def _check_maximizer(maximizer: Any, schedule: Schedule | None, train_set: Dataset, world: int) -> None:
-    """Combinations the trainer cannot run, reported before any work."""
-    if schedule is None and maximizer is not None and not isinstance(maximizer, Clean):
-        raise ValueError(f"maximizer {type(maximizer).__name__} needs a schedule (its plan per epoch); "
-                         f"got schedule=None")
-    if getattr(maximizer, "uses_index", False):
-        if not isinstance(train_set, TensorDataset):
-            raise ValueError(f"maximizer {type(maximizer).__name__} stores one perturbation per example and "
-                             f"needs a TensorDataset train_set, got {type(train_set).__name__}")
-        if world > 1:
-            raise ValueError(f"maximizer {type(maximizer).__name__} keeps per-example state in one process; "
-                             f"it does not run under torchrun (world_size={world})")
-
-
-def _tensors_to(state: Any, device: torch.device) -> Any:
-    """A maximizer's saved state with every tensor moved to ``device``."""
-    if isinstance(state, dict):
-        return {k: _tensors_to(v, device) for k, v in state.items()}
-    return state.to(device) if isinstance(state, torch.Tensor) else state
+def _record(t: int, plan: Plan | None, totals: EpochTotals, lr: float, history: list[dict], layers: bool) -> dict:
+    """The history record of epoch ``t``: plan, cost so far, loss (accuracies are filled in later)."""
+    last = history[-1] if history else {"time": 0.0, "passes": 0, "layer_passes": 0}
+    record = {"epoch": t + 1, "steps": plan.steps if plan is not None else 0,
+              "alpha": plan.alpha if plan is not None else 0.0, "lr": lr, "epoch_time": totals.time,
+              "time": last["time"] + totals.time, "passes": _tidy(last["passes"] + totals.passes),
+              "train_loss": totals.train_loss, "clean_acc": None, "robust_acc": None}
+    if layers:
+        record["layer_passes"] = _tidy(last["layer_passes"] + totals.layer_passes)
+    return record
 
 
 def train(
@@ -313,7 +318,7 @@ def train(
     epochs: int,
     eps: float,
     schedule: Schedule | None = None,
-    maximizer: Any = None,
+    maximizer: Maximizer | None = None,
     optimizer: str = "sgd",
     lr: float = 0.05,
     momentum: float = 0.9,
@@ -342,24 +347,17 @@ def train(
         Classifier on inputs in [0, 1]; moved to ``device``.
     train_set, test_set : Dataset
         Pairs ``(x, y)``; ``TensorDataset`` is fastest (held on the GPU when it fits).
+        Tensor data are checked: pixels in [0, 1], integer labels the model can output.
     epochs : int
         Number of epochs T; the schedule must cover at least ``epochs``.
     eps : float
-        L-infinity radius of the threat model, used for training and the robust test.
+        L-infinity radius of the threat model (pixel units, at most 1), for training and the robust test.
     schedule : Schedule, optional
         Plan ``(K_t, alpha_t)`` per epoch; ``None`` trains on clean data (ERM).
-    maximizer : callable, optional
-        Inner maximizer; defaults to :class:`PGDMaximizer` with ``eps`` (or :class:`Clean` for ERM).
-        Protocol: ``maximizer(model, x, y, plan) -> x_adv``; ``maximizer.passes(plan)`` gives the
-        forward+backward passes its last call spent (may be fractional for methods that stop
-        early on part of the batch); an optional ``maximizer.start_epoch(t, epochs)`` is called
-        at the start of every epoch (for methods whose state depends on the epoch). Optional
-        extensions (see :mod:`amata_lib.plus`): ``uses_index = True`` -- called with
-        ``index=`` the examples' dataset indices (``TensorDataset`` only, one process);
-        ``own_step = True`` -- ``maximizer.train_step(net, model, optimizer, x, y, plan,
-        loss_scale) -> loss`` replaces the trainer's parameter step and ``passes`` counts
-        every pass of the minibatch; ``state_dict()`` / ``load_state_dict()`` -- its state is
-        saved in the checkpoint (e.g. perturbations carried across minibatches or epochs).
+    maximizer : Maximizer, optional
+        Inner maximizer (:class:`~amata_lib.maximizers.Maximizer`); defaults to
+        :class:`PGDMaximizer` with ``eps`` (or :class:`Clean` for ERM). Each minibatch
+        goes to its :meth:`~amata_lib.maximizers.Maximizer.step`.
     optimizer, lr, momentum, weight_decay, lr_schedule
         Outer optimiser (``sgd`` or ``adam``) and its per-epoch learning-rate schedule.
     batch_size, seed, device
@@ -379,12 +377,15 @@ def train(
         tests its share of the examples and the counts are summed.
     detect_overfitting : bool
         Also measure FGSM accuracy at each evaluation and flag catastrophic overfitting
-        (see :func:`amata_lib.evaluation.catastrophic_overfitting`): records gain
+        (see :func:`amata_lib.history.catastrophic_overfitting`): records gain
         ``fgsm_acc`` and ``catastrophic_overfitting`` (None on epochs without evaluation).
     checkpoint : path, optional
-        File written atomically after every epoch (by rank 0 only under ``torchrun``); if it
-        exists at start, training resumes after its last epoch and ends where an
-        uninterrupted run would.
+        File written atomically after every epoch (by rank 0 only under ``torchrun``),
+        together with the run's settings (:func:`run_settings`). If it exists at start,
+        training resumes after its last epoch and ends where an uninterrupted run would
+        -- but only if its settings match; otherwise, or if the file is damaged,
+        foreign or would run code, :class:`~amata_lib.errors.CheckpointError` says
+        so. While training, ``checkpoint + ".lock"`` keeps a second process off the run.
     callback : callable, optional
         ``callback(record, model)`` after each epoch (on every process); returning ``True``
         (on any process) stops training.
@@ -401,171 +402,96 @@ def train(
         minibatch counts as that fraction; for YOPO also cumulative ``layer_passes``, its
         first-layer-only passes), ``train_loss``, ``clean_acc`` and ``robust_acc``
         (None on epochs without evaluation).
+
+    Raises
+    ------
+    UserError
+        A bad argument, bad data, a model that does not fit the data, or an unusable checkpoint.
+
+    Notes
+    -----
+    Before any training, one example goes through the model in ``eval()`` mode without
+    gradient, to check that the model takes the data's shape and has an output per
+    label. That forward pass is not counted in ``passes``.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
-        raise ValueError(f"epochs must be an integer > 0, got {epochs!r}")
-    check_real("eps", eps, minimum=0)
-    if schedule is not None and schedule.epochs < epochs:
-        raise ValueError(f"schedule covers {schedule.epochs} epochs but epochs={epochs}")
-    _check_positive("lr", lr)
-    for name, value in (("batch_size", batch_size), ("eval_steps", eval_steps),
-                        ("eval_restarts", eval_restarts), ("eval_every", eval_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be an integer > 0, got {value!r}")
-    for name, flag in (("channels_last", channels_last), ("detect_overfitting", detect_overfitting)):
-        if not isinstance(flag, bool):
-            raise ValueError(f"{name} must be a bool, got {flag!r}")
-    if channels_last and isinstance(train_set, TensorDataset) and train_set.tensors[0].ndim != 4:
-        raise ValueError(f"channels_last needs 4-D inputs N x C x H x W, got shape "
-                         f"{tuple(train_set.tensors[0].shape)}")
+    options = dict(epochs=epochs, eps=eps, optimizer=optimizer, lr=lr, momentum=momentum,
+                   weight_decay=weight_decay, lr_schedule=lr_schedule, batch_size=batch_size, seed=seed,
+                   amp=amp, channels_last=channels_last, eval_steps=eval_steps, eval_alpha=eval_alpha,
+                   eval_restarts=eval_restarts, eval_subset=eval_subset, eval_every=eval_every,
+                   detect_overfitting=detect_overfitting)
+    _check_arguments(epochs, eps, schedule, maximizer, options)
     dev = select_device(device)
     if amp and dev.type != "cuda":
-        raise ValueError(f"amp (bf16 autocast) needs a CUDA device, got device={dev.type!r}")
+        raise UserError(f"amp (bf16 autocast) needs a CUDA device, got device={dev.type!r}")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
-    world, rank = distributed.world_size(), distributed.rank()
-    _check_shards(len(train_set), batch_size, world)
-    _check_maximizer(maximizer, schedule, train_set, world)
-    if hasattr(maximizer, "check_model"):
-        maximizer.check_model(model)
     if maximizer is None:
         maximizer = Clean() if schedule is None else PGDMaximizer(eps)
-    own_step = bool(getattr(maximizer, "own_step", False))
-    uses_index = bool(getattr(maximizer, "uses_index", False))
-    counts_layers = hasattr(maximizer, "layer_passes")
-    eval_alpha = 2.5 * eps / eval_steps if eval_alpha is None else eval_alpha
-
-    seed_everything(seed)
-    torch.manual_seed(distributed.rank_seed(seed))
-    model.to(dev)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    opt = make_optimizer(model, optimizer, lr, momentum, weight_decay)
-    sched = make_lr_schedule(opt, lr_schedule, epochs)
-    shuffle_gen = torch.Generator().manual_seed(seed)
-    history: list[dict] = []
-    start_epoch = 0
+    _check_inputs(model, maximizer, train_set, test_set, batch_size, distributed.world_size(), channels_last)
+    settings = run_settings(model, train_set, test_set, schedule=schedule, maximizer=maximizer, **options)
     ckpt = Path(checkpoint) if checkpoint is not None else None
+    lock = RunLock(ckpt) if ckpt is not None and distributed.is_main() else None
+    if lock is None:
+        return _train_locked(model, train_set, test_set, schedule, maximizer, dev, ckpt, settings, options,
+                             callback, progress)
+    with lock:
+        return _train_locked(model, train_set, test_set, schedule, maximizer, dev, ckpt, settings, options,
+                             callback, progress)
+
+
+def _train_locked(model: nn.Module, train_set: Dataset, test_set: Dataset, schedule: Schedule | None,
+                  maximizer: Maximizer, dev: torch.device, ckpt: Path | None, settings: dict, o: dict,
+                  callback: Callback | None, progress: bool) -> list[dict]:
+    """:func:`train` after its checks: set up, resume, then per epoch run, evaluate, checkpoint."""
+    world, rank, epochs = distributed.world_size(), distributed.rank(), o["epochs"]
+    seed_everything(o["seed"])
+    torch.manual_seed(distributed.rank_seed(o["seed"]))
+    model.to(dev)
+    if o["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, o["optimizer"], o["lr"], o["momentum"], o["weight_decay"])
+    run = Run(model, model, opt, make_lr_schedule(opt, o["lr_schedule"], epochs),
+              torch.Generator().manual_seed(o["seed"]), maximizer, dev)
+    history: list[dict] = []
     if ckpt is not None and ckpt.exists():
-        # on the CPU: generator states must be CPU byte tensors; load_state_dict moves the rest
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        _restore_rng(state, dev, world, rank)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["lr_schedule"])
-        shuffle_gen.set_state(state["shuffle_rng"])
-        saved = state.get("maximizer")
-        if saved is not None:
-            if not hasattr(maximizer, "load_state_dict"):
-                raise ValueError(f"checkpoint {ckpt} holds the state of a maximizer that keeps state, but "
-                                 f"{type(maximizer).__name__} has no load_state_dict; resume with the same maximizer")
-            maximizer.load_state_dict(_tensors_to(saved[rank] if world > 1 else saved, dev))
-        history = state["history"]
-        start_epoch = len(history)
+        history = restore(run, load_checkpoint(ckpt, settings))
         if history and history[-1].get("stopped"):
             return history
-
-    net = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    feed = _epoch_feed(train_set, batch_size, shuffle_gen, dev, rank, world, seed)
-    test_part = to_device(distributed.shard_dataset(_subset(test_set, eval_subset), rank, world), dev)
-    sizes = _global_sizes(len(train_set), batch_size)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else torch.autocast("cpu", enabled=False)
-    for t in range(start_epoch, epochs):
+        run.net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    feed = epoch_feed(train_set, o["batch_size"], run.shuffle_gen, dev, rank, world, o["seed"])
+    test_part = to_device(distributed.shard_dataset(subset(test_set, o["eval_subset"]), rank, world), dev)
+    sizes = _global_sizes(len(train_set), o["batch_size"])
+    eval_alpha = 2.5 * o["eps"] / o["eval_steps"] if o["eval_alpha"] is None else o["eval_alpha"]
+    for t in range(len(history), epochs):
         plan = schedule(t) if schedule is not None else None
-        if hasattr(maximizer, "start_epoch"):
-            maximizer.start_epoch(t, epochs)
+        maximizer.start_epoch(t, epochs)
         bar = None
         if progress and distributed.is_main():
             from tqdm.auto import tqdm
             bar = tqdm(total=len(sizes), desc=f"epoch {t + 1}/{epochs}", leave=False)
-        synchronize(dev)
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=dev)
-        n_seen = 0
-        attack_work: list[float] = []  # maximizer passes x shard size, per minibatch
-        layer_work: list[float] = []  # the same for first-layer-only passes (YOPO)
-        for b, (x, y, index) in enumerate(feed()):
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            # DDP averages gradients over ranks; weighting each shard's mean by its share of
-            # the global minibatch makes that average the gradient of the global mean.
-            scale = len(y) * world / sizes[b] if world > 1 else 1.0
-            with autocast:
-                if own_step:
-                    net.train()
-                    loss = maximizer.train_step(net, model, opt, x, y, plan, scale)
-                    attack_work.append(maximizer.passes(plan) * len(y))
-                    if counts_layers:
-                        layer_work.append(maximizer.layer_passes * len(y))
-                else:
-                    if plan is not None:
-                        model.eval()
-                        extra = {"index": index} if uses_index else {}
-                        x = maximizer(model, x, y, plan, **extra)
-                        attack_work.append(maximizer.passes(plan) * len(y))
-                    net.train()
-                    loss = F.cross_entropy(net(x), y)
-            if not own_step:
-                opt.zero_grad(set_to_none=True)
-                (loss * scale).backward()
-                opt.step()
-            loss_sum += loss.detach().float() * len(y)
-            n_seen += len(y)
-            if bar is not None:
-                bar.update(1)
-        synchronize(dev)
-        epoch_time = distributed.all_max(time.perf_counter() - t0)
+        totals = _run_epoch(run, feed, plan, sizes, amp=o["amp"], channels_last=o["channels_last"], bar=bar)
         if bar is not None:
             bar.close()
-        loss_total, seen, *work = distributed.all_sum([float(loss_sum), n_seen, *attack_work, *layer_work])
-        attack_totals, layer_totals = work[:len(attack_work)], work[len(attack_work):]
-        # own-step methods count their training passes themselves; otherwise one per minibatch
-        epoch_passes = (0 if own_step else len(sizes)) + sum(w / m for w, m in zip(attack_totals, sizes))
-        record = {
-            "epoch": t + 1,
-            "steps": plan.steps if plan is not None else 0,
-            "alpha": plan.alpha if plan is not None else 0.0,
-            "lr": opt.param_groups[0]["lr"],
-            "epoch_time": epoch_time,
-            "time": (history[-1]["time"] if history else 0.0) + epoch_time,
-            "passes": _tidy((history[-1]["passes"] if history else 0) + epoch_passes),
-            "train_loss": loss_total / max(seen, 1),
-            "clean_acc": None,
-            "robust_acc": None,
-        }
-        if layer_totals:
-            record["layer_passes"] = _tidy((history[-1]["layer_passes"] if history else 0)
-                                           + sum(w / m for w, m in zip(layer_totals, sizes)))
-        sched.step()
-        if detect_overfitting:
+        record = _record(t, plan, totals, opt.param_groups[0]["lr"], history, maximizer.counts_layer_passes)
+        run.lr_schedule.step()
+        if o["detect_overfitting"]:
             record["fgsm_acc"] = record["catastrophic_overfitting"] = None
-        if (t + 1) % eval_every == 0 or t + 1 == epochs:
-            accs = _evaluate(model, test_part, eps=eps, alpha=eval_alpha, steps=eval_steps,
-                             restarts=eval_restarts, seed=seed, device=dev, with_fgsm=detect_overfitting)
+        if (t + 1) % o["eval_every"] == 0 or t + 1 == epochs:
+            accs = _evaluate(model, test_part, eps=o["eps"], alpha=eval_alpha, steps=o["eval_steps"],
+                             restarts=o["eval_restarts"], seed=o["seed"], device=dev,
+                             with_fgsm=o["detect_overfitting"])
             record["clean_acc"], record["robust_acc"] = accs[:2]
-            if detect_overfitting:
+            if o["detect_overfitting"]:
                 record["fgsm_acc"] = accs[2]
                 record["catastrophic_overfitting"] = catastrophic_overfitting(history + [record])
         stop = distributed.all_max(bool(callback(record, model)) if callback is not None else False) > 0
         record["stopped"] = stop
         history.append(record)
         if ckpt is not None:
-            rank_rng = distributed.all_gather(_rng_state(dev)) if world > 1 else None
-            max_state = maximizer.state_dict() if hasattr(maximizer, "state_dict") else None
-            if max_state is not None and world > 1:  # each rank's own (e.g. Free's perturbation of its shard)
-                max_state = distributed.all_gather(_tensors_to(max_state, torch.device("cpu")))
-            if distributed.is_main():
-                ckpt.parent.mkdir(parents=True, exist_ok=True)
-                _save_atomic({
-                    "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "lr_schedule": sched.state_dict(), "shuffle_rng": shuffle_gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" and world == 1 else None,
-                    "world_size": world, "rank_rng": rank_rng, "history": history,
-                    "maximizer": max_state,
-                }, ckpt)
+            state = capture(run, history)
+            if state is not None:
+                save_checkpoint(ckpt, state, settings)
         if stop:
             break
     return history

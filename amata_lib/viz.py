@@ -10,6 +10,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ._checks import check_int, check_real
+from .errors import UserError
 
 
 def _grayscale(name: str, images: torch.Tensor) -> torch.Tensor:
@@ -18,12 +19,12 @@ def _grayscale(name: str, images: torch.Tensor) -> torch.Tensor:
         return images[:, 0]
     if images.ndim == 3:
         return images
-    raise ValueError(f"{name} must have shape N x 1 x H x W or N x H x W, got {tuple(images.shape)}")
+    raise UserError(f"{name} must have shape N x 1 x H x W or N x H x W, got {tuple(images.shape)}")
 
 
 def _check_probs(name: str, probs: torch.Tensor, n: int) -> None:
     if probs.ndim != 2 or probs.shape[0] != n:
-        raise ValueError(f"{name} must have shape {n} x classes, got {tuple(probs.shape)}")
+        raise UserError(f"{name} must have shape {n} x classes, got {tuple(probs.shape)}")
 
 
 def _prediction_title(probs: torch.Tensor) -> str:
@@ -67,14 +68,14 @@ def show_adversarial_grid(
     clean = _grayscale("x", x.detach().cpu()).numpy()
     adv = _grayscale("x_adv", x_adv.detach().cpu()).numpy()
     if clean.shape != adv.shape:
-        raise ValueError(f"x_adv must have the shape of x, got {tuple(x_adv.shape)} and {tuple(x.shape)}")
+        raise UserError(f"x_adv must have the shape of x, got {tuple(x_adv.shape)} and {tuple(x.shape)}")
     n = clean.shape[0]
     if n == 0:
-        raise ValueError("x must hold at least one image, got 0")
+        raise UserError("x must hold at least one image, got 0")
     _check_probs("p_clean", p_clean, n)
     _check_probs("p_adv", p_adv, n)
     if y is not None and tuple(y.shape) != (n,):
-        raise ValueError(f"y must have shape ({n},), got {tuple(y.shape)}")
+        raise UserError(f"y must have shape ({n},), got {tuple(y.shape)}")
     check_real("eps", eps, minimum=0, strict=True)
 
     fig, axes = plt.subplots(3, n, figsize=(1.5 * n + 1.0, 5.0), squeeze=False,
@@ -122,19 +123,19 @@ def inner_loop_events(method: str, *, k: int = 1, m: int = 1, n: int = 1) -> lis
         return [("both", True)] * m
     if method == "yopo":
         return ([("both", False)] + [("layer", False)] * n) * (m - 1) + [("both", True)]
-    raise ValueError(f"method must be one of ('pgd', 'atta', 'fast', 'free', 'yopo'), got {method!r}")
+    raise UserError(f"method must be one of ('pgd', 'atta', 'fast', 'free', 'yopo'), got {method!r}")
 
 
 def plot_inner_loops(rows: dict[str, list[tuple[str, bool]]], *, title: str | None = None) -> Figure:
     """One minibatch per row as a timeline of passes (bar width = cost) with a mark at each parameter step."""
     if not rows:
-        raise ValueError("rows must name at least one method")
+        raise UserError("rows must name at least one method")
     fig, ax = plt.subplots(figsize=(9, 0.55 * len(rows) + 1.4))
     for i, events in enumerate(rows.values()):
         y, x = len(rows) - 1 - i, 0.0
         for kind, step in events:
             if kind not in PASS_KINDS:
-                raise ValueError(f"pass kind must be one of {sorted(PASS_KINDS)}, got {kind!r}")
+                raise UserError(f"pass kind must be one of {sorted(PASS_KINDS)}, got {kind!r}")
             width, colour, _ = PASS_KINDS[kind]
             ax.barh(y, width * 0.92, left=x, height=0.5, color=colour)
             x += width

@@ -26,7 +26,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import Dataset, TensorDataset
 
 from amata_lib import Constant, DigitsCNN, LeNet, distributed, load, pgd, train
-from amata_lib.training import to_device
+from amata_lib.data import to_device
 
 DEV = torch.device("cuda", 0)
 

@@ -28,7 +28,7 @@ def test_help_explains_options(tmp_path):
 
 
 @pytest.mark.parametrize("args, match", [
-    (["train", "--k-min", "0"], "k_min must be an integer >= 1, got 0"),
+    (["train", "--k-min", "0"], "argument --k-min: must be an integer >= 1, got '0'"),
     (["train", "--epochs", "abc"], "invalid int value"),
     (["train", "--dataset", "mnist", "--data-path", "/nonexistent.npz"], "is not a file"),
     (["train", "--method", "amata", "--k-min", "12"], "k_min must be <= k_max"),
@@ -105,14 +105,15 @@ def test_train_with_an_amata_plus_maximizer(tmp_path, monkeypatch, capsys):
             "--epochs", "2", "--train-subset", "256", "--batch-size", "128", "--eval-subset", "50", "--no-progress",
             "--detect-overfitting"]
     assert main(args) == 0
-    run = load_run(tmp_path / "data" / "results" / "digits-amata-free-seed0.json")
+    (path,) = (tmp_path / "data" / "results").glob("digits-amata-free-seed0-*.json")  # name + settings digest
+    run = load_run(path)
     assert run["config"]["maximizer"] == "free" and run["config"]["detect_overfitting"] is True
     # m replays per minibatch, 2 minibatches; Amata(2, 4) over 2 epochs gives m = 2, 3
     assert [h["steps"] for h in run["history"]] == [2, 3]
     assert [h["passes"] for h in run["history"]] == [2 * 2, 2 * 2 + 3 * 2]
     assert run["history"][-1]["fgsm_acc"] is not None
     assert "FGSM" in capsys.readouterr().out
-    assert main(["show", "data/results/digits-amata-free-seed0.json"]) == 0
+    assert main(["show", str(path)]) == 0
     shown = capsys.readouterr().out.splitlines()
     assert shown[2].split() == ["epoch", "K", "time(s)", "passes", "clean", "robust", "FGSM"]
     assert shown[-1].split()[:2] == ["2", "3"] and shown[-1].split()[3] == "10"
@@ -131,8 +132,8 @@ def test_show_prints_fractional_passes(capsys):
     (["--maximizer", "atta", "--maximizer-arg", "reset"], "--maximizer-arg must be KEY=VALUE, got 'reset'"),
     (["--maximizer", "atta", "--maximizer-arg", "m=3"], "maximizer 'atta' has no parameter 'm'"),
     (["--maximizer", "yopo", "--maximizer-arg", "layer=conv9"], "layer 'conv9' is not a submodule of DigitsCNN"),
-    (["--method", "erm", "--maximizer", "free"], "--method erm trains on clean data"),
-    (["--maximizer", "fast", "--maximizer-arg", "weak_fraction=2"], "weak_fraction must be a number in [0, 1]"),
+    (["--method", "erm", "--maximizer", "free"], "method 'erm' trains on clean data, got maximizer 'free'"),
+    (["--maximizer", "fast", "--maximizer-arg", "weak_fraction=2"], "weak_fraction must be a finite number >= 0 and <= 1, got 2"),
 ])
 def test_maximizer_mistakes_give_one_line(tmp_path, extra, match):
     out = cli("train", "--epochs", "1", "--no-progress", *extra, cwd=tmp_path)

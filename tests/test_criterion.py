@@ -5,7 +5,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from amata_lib import Plan
-from amata_lib.criterion import SearchSpace, criterion_c, fosc, param_grad_sq_norm, plan_value
+from amata_lib._nn import param_grad_sq_norm
+from amata_lib.attacks import fosc
+from amata_lib.criterion import SearchSpace, criterion_c, plan_value
 
 
 def linear_model(classes: int = 10, seed: int = 0) -> nn.Module:

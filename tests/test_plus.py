@@ -6,7 +6,7 @@ from torch.utils.data import Subset, TensorDataset
 
 from amata_lib import Amata, Constant, DigitsCNN, Plan, build_maximizer, train
 from amata_lib.attacks import _input_grad
-from amata_lib.evaluation import catastrophic_overfitting
+from amata_lib.history import catastrophic_overfitting
 from amata_lib.plus import ATTAMaximizer, FastMaximizer, FreeMaximizer, YOPOMaximizer
 
 EPS = 0.2
@@ -129,8 +129,8 @@ def test_free_replays_m_times_with_one_pass_and_one_step_each():
     x, y = _batch()
     free = FreeMaximizer(EPS)
     before = [p.detach().clone() for p in model.parameters()]
-    loss = free.train_step(model, model, opt, x, y, Plan(4, EPS))
-    assert counter.full_fwd == counter.full_bwd == counter.steps == free.passes(Plan(4, EPS)) == 4
+    loss, passes, _ = free.step(model, model, opt, x, y, Plan(4, EPS))
+    assert counter.full_fwd == counter.full_bwd == counter.steps == passes == 4
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     _assert_in_ball(counter.inputs, x)
@@ -139,7 +139,7 @@ def test_free_replays_m_times_with_one_pass_and_one_step_each():
     carried = free.delta.clone()
     assert carried.abs().max() > 0
     counter.inputs.clear()
-    free.train_step(model, model, opt, x[:8], y[:8], Plan(1, EPS))
+    free.step(model, model, opt, x[:8], y[:8], Plan(1, EPS))
     assert torch.allclose(counter.inputs[0], (x[:8] + carried[:8]).clamp(0, 1))
 
 
@@ -151,10 +151,10 @@ def test_yopo_counts_full_and_cheap_passes_and_steps_once():
     x, y = _batch()
     yopo = YOPOMaximizer(EPS, n=3)
     plan = Plan(5, 0.02)
-    yopo.train_step(model, model, opt, x, y, plan)
-    assert counter.full_fwd == counter.full_bwd == yopo.passes(plan) == 5
+    out = yopo.step(model, model, opt, x, y, plan)
+    assert counter.full_fwd == counter.full_bwd == out.passes == 5
     # every full pass runs the first layer too; n cheap passes follow all full passes but the last
-    assert counter.layer_fwd == 5 + 4 * 3 and yopo.layer_passes == 12
+    assert counter.layer_fwd == 5 + 4 * 3 and out.layer_passes == 12
     assert counter.steps == 1
     _assert_in_ball(counter.inputs, x)
 
@@ -187,7 +187,7 @@ def test_yopo_rejects_a_missing_layer():
     x, y = _batch(4)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="not a submodule"):
-        YOPOMaximizer(EPS, layer="conv9").train_step(model, model, opt, x, y, Plan(1, 0.1))
+        YOPOMaximizer(EPS, layer="conv9").step(model, model, opt, x, y, Plan(1, 0.1))
     with pytest.raises(ValueError, match="n must be an integer"):
         YOPOMaximizer(EPS, n=0)
 
@@ -324,7 +324,7 @@ def test_free_steps_delta_up_the_loss():
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # weights frozen: the delta step alone is checked
     x, y = _batch()
     free = FreeMaximizer(EPS)
-    free.train_step(model, model, opt, x, y, Plan(1, 0.05))
+    free.step(model, model, opt, x, y, Plan(1, 0.05))
     assert torch.allclose(x + free.delta, _signed_step(model, x, x, y, 0.05))
 
 
@@ -347,7 +347,7 @@ def test_yopo_cheap_steps_go_up_the_loss():
     counter = Counter(model)
     x, y = _batch()
     torch.manual_seed(5)
-    YOPOMaximizer(EPS, n=1).train_step(model, model, opt, x, y, Plan(2, 0.05))
+    YOPOMaximizer(EPS, n=1).step(model, model, opt, x, y, Plan(2, 0.05))
     torch.manual_seed(5)
     start = (x + torch.empty_like(x).uniform_(-EPS, EPS)).clamp(0, 1)
     full_inputs = counter.inputs[::2]  # full pass, cheap pass, full pass
@@ -374,7 +374,8 @@ def test_history_passes_equal_the_passes_computed(digits, monkeypatch, name, sch
     counter = Counter(model)
     history = train(model, train_set, test_set, epochs=2, eps=EPS, schedule=schedule, batch_size=100,
                     maximizer=build_maximizer(name, EPS, **kwargs))
-    assert counter.full_fwd == counter.full_bwd == history[-1]["passes"]
+    # train() first checks the model against the data with one forward pass of one example (no backward)
+    assert counter.full_fwd - 1 == counter.full_bwd == history[-1]["passes"]
     if name == "yopo":
         assert counter.layer_fwd == counter.full_fwd + history[-1]["layer_passes"]
         assert history[-1]["layer_passes"] == 3 * 2 * ((2 - 1) + (3 - 1))  # n (m_t - 1) per minibatch
@@ -396,14 +397,14 @@ def test_more_bad_plus_arguments(digits, tmp_path):
             ATTAMaximizer(EPS)(model, x, y, Plan(1, 0.05), index=bad)
     from amata_lib import PreActResNet18
     with pytest.raises(ValueError, match="layer 'normalize' gives an output without gradient"):
-        YOPOMaximizer(8 / 255, n=1, layer="normalize").train_step(
+        YOPOMaximizer(8 / 255, n=1, layer="normalize").step(
             *[PreActResNet18()] * 2, torch.optim.SGD(PreActResNet18().parameters(), lr=0.1),
             torch.rand(2, 3, 32, 32), torch.tensor([0, 1]), Plan(2, 0.01))
-    with pytest.raises(ValueError, match="detect_overfitting must be a bool"):
+    with pytest.raises(ValueError, match="detect_overfitting must be True or False"):
         train(DigitsCNN(), *_small(digits), epochs=1, eps=EPS, detect_overfitting="yes")
     ckpt = tmp_path / "atta.pt"
     train(DigitsCNN(), *_small(digits), epochs=1, eps=EPS, schedule=Constant(1, 0.05, 2), checkpoint=ckpt,
           maximizer=ATTAMaximizer(EPS))
-    with pytest.raises(ValueError, match="has no load_state_dict"):
+    with pytest.raises(ValueError, match="belongs to a run with other settings .* maximizer.early_reset: 10 -> "):
         train(DigitsCNN(), *_small(digits), epochs=2, eps=EPS, schedule=Constant(1, 0.05, 2), checkpoint=ckpt,
               maximizer=FastMaximizer(EPS))

@@ -1,0 +1,31 @@
+"""Small model utilities shared by the attacks' users: the eval-mode context and a parameter-gradient norm."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[torch.device]:
+    """Run the block with ``model.eval()``, restore the previous mode after; yields the model's device."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield next(model.parameters()).device
+    finally:
+        model.train(was_training)
+
+
+def param_grad_sq_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """``||grad_theta mean_i CE(model(x_i), y_i)||^2`` over the trainable parameters, in the model's current mode.
+
+    Uses :func:`torch.autograd.grad`, so the parameters' ``.grad`` are left untouched.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    with torch.enable_grad():
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), params)
+    return float(sum((g.float() ** 2).sum() for g in grads))
