@@ -54,15 +54,25 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
 
 
 def check_writable(path: str | os.PathLike, what: str) -> None:
-    """Fail now, not after hours of training, if a file cannot be created at ``path``."""
+    """Fail now, not after hours of training, if a file cannot be created at ``path``.
+
+    Creates a probe file in the target's folder and removes it again, together with
+    any folder it had to create: nothing is left behind.
+    """
     path = Path(path)
     if path.is_dir():
         raise WriteError(f"{what} {path} is a folder; give a file path")
-    folder = path.parent
+    created = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
         raise WriteError(f"{what} {path} cannot be written: {exc.strerror or exc}") from None
+    finally:
+        for folder in created:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                pass

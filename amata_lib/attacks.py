@@ -154,8 +154,8 @@ def pgd(
     if eps == 0:
         return x.clone()
     x_adv = pgd_start(x, eps, random_start=random_start, start=start)
-    for x_adv in pgd_iterates(model, x, y, x_adv, eps=eps, alpha=alpha, steps=steps, loss=loss):
-        pass
+    for iterate in pgd_iterates(model, x, y, x_adv, eps=eps, alpha=alpha, steps=steps, loss=loss):
+        x_adv = iterate
     return x_adv.detach()
 
 

@@ -119,7 +119,8 @@ def _value(text: str) -> object:
 
 def _run_spec(a: argparse.Namespace) -> dict:
     """The command line's run as an experiment run (the configs' schema checks both)."""
-    params = {k: getattr(a, k) for k in ("k", "alpha", "k_min", "k_max", "tau", "rounding") if getattr(a, k) is not None}
+    names = ("k", "alpha", "k_min", "k_max", "tau", "rounding")
+    params = {k: getattr(a, k) for k in names if getattr(a, k) is not None}
     if a.stages is not None:
         try:
             params["stages"] = [int(s) for s in a.stages.split(",")]
@@ -252,13 +253,15 @@ def _cmd_show(a: argparse.Namespace) -> int:
     def pct(value: float | None) -> str:
         return "   -  " if value is None else f"{100 * value:5.1f}%"
 
-    print(" epoch   K   time(s)   passes" + (" layer" if layer else "") + "  clean  robust" + ("   FGSM" if fgsm else ""))
+    print(" epoch   K   time(s)   passes" + (" layer" if layer else "") + "  clean  robust"
+          + ("   FGSM" if fgsm else ""))
     for r in history:
         line = f"{r['epoch']:6d} {r.get('steps') or 0:3d} {r['time']:9.1f} {r['passes']:>8}"
         line += f" {r.get('layer_passes', 0):>5}" if layer else ""
         line += f" {pct(r.get('clean_acc'))} {pct(r.get('robust_acc'))}"
         if fgsm:
-            line += f" {pct(r.get('fgsm_acc'))}" + ("  catastrophic overfitting" if r.get("catastrophic_overfitting") else "")
+            flag = "  catastrophic overfitting" if r.get("catastrophic_overfitting") else ""
+            line += f" {pct(r.get('fgsm_acc'))}{flag}"
         print(line)
     return 0
 
@@ -321,7 +324,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", default=None, help="JSON path (default: data/results/NAME.json)")
     g.add_argument("--checkpoint", default=None, help="checkpoint path (default: data/checkpoints/NAME.pt)")
     g.add_argument("--keep-checkpoint", action="store_true", help="keep the checkpoint after success")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar over each epoch's minibatches")
+    g.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="hide the progress bar over each epoch's minibatches")
     t.set_defaults(func=_cmd_train)
 
 

@@ -368,6 +368,13 @@ def data_file(dataset: str, data_path: str | None) -> dict:
     return {"data_path": str(path), "data_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
 
 
+def _epoch_log(run: str, epochs: int, log: Log | None) -> Callable[[dict, torch.nn.Module], None] | None:
+    """Trainer callback that logs one line per epoch, prefixed by the run's name."""
+    if log is None:
+        return None
+    return lambda rec, _model: log(f"[{run}] " + epoch_line(rec, epochs))
+
+
 def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset], *, overrides: dict,
             source: str, out_dir: Path, checkpoint_dir: Path, device: torch.device, command: str,
             data_path: str | None = None, keep_checkpoint: bool = False, log: Log | None = print) -> Path:
@@ -393,7 +400,7 @@ def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset],
                     batch_size=cfg["batch_size"], seed=cfg["seed"], device=device,
                     eval_steps=ev["pgd_steps"], eval_subset=ev["subset"], eval_every=ev["every"],
                     detect_overfitting=run.get("detect_overfitting", False), checkpoint=ckpt,
-                    callback=(lambda rec, _m: log(f"[{run['name']}] " + epoch_line(rec, cfg["epochs"]))) if log else None)
+                    callback=_epoch_log(run["name"], cfg["epochs"], log))
     test_eval = subset(test_set, ev["subset"])
     config.update(data_file(cfg["dataset"], data_path), train_size=len(train_set), test_size=len(test_set),
                   eval_size=len(test_eval))

@@ -99,7 +99,7 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
 
 def save_run(path: str | os.PathLike, *, config: dict, history: list[dict], seed: int, dataset: str,
              device: str | torch.device = "cpu", command: str | None = None, report: dict | None = None) -> Path:
-    """Save one run (config, history, provenance and an optional final ``report``) as ``amata-run/1`` JSON, atomically."""
+    """Save one run (config, history, provenance, optional final ``report``) as ``amata-run/1`` JSON, atomically."""
     record = {"schema": SCHEMA, "provenance": provenance(device, command), "seed": seed,
               "dataset": dataset, "config": config, "history": history}
     if report is not None:

@@ -239,7 +239,8 @@ INSPECT_PAGE_JS = r"""
     n_mjx: document.querySelectorAll('mjx-container').length,
     untypeset: untypeset,
     merrors: Array.from(document.querySelectorAll('mjx-merror')).map(e => e.textContent.slice(0, 80)),
-    raw_tex: (text.match(/\$\$[\s\S]{0,60}|\$[^$\n]{0,40}\\[a-zA-Z]+[^$\n]{0,40}\$|\\\([^)]{0,40}|\\\[[^\]]{0,40}/g) || []),
+    raw_tex: (text.match(
+      /\$\$[\s\S]{0,60}|\$[^$\n]{0,40}\\[a-zA-Z]+[^$\n]{0,40}\$|\\\([^)]{0,40}|\\\[[^\]]{0,40}/g) || []),
     broken_images: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))
                         .map(i => i.currentSrc || i.src),
     n_images: document.images.length,

@@ -133,7 +133,8 @@ def test_show_prints_fractional_passes(capsys):
     (["--maximizer", "atta", "--maximizer-arg", "m=3"], "maximizer 'atta' has no parameter 'm'"),
     (["--maximizer", "yopo", "--maximizer-arg", "layer=conv9"], "layer 'conv9' is not a submodule of DigitsCNN"),
     (["--method", "erm", "--maximizer", "free"], "method 'erm' trains on clean data, got maximizer 'free'"),
-    (["--maximizer", "fast", "--maximizer-arg", "weak_fraction=2"], "weak_fraction must be a finite number >= 0 and <= 1, got 2"),
+    (["--maximizer", "fast", "--maximizer-arg", "weak_fraction=2"],
+     "weak_fraction must be a finite number >= 0 and <= 1, got 2"),
 ])
 def test_maximizer_mistakes_give_one_line(tmp_path, extra, match):
     out = cli("train", "--epochs", "1", "--no-progress", *extra, cwd=tmp_path)

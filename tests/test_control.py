@@ -1,5 +1,6 @@
 """The toy optimal-control problem (Eq. 11-12): each derived expression against its known closed form."""
 import math
+
 import numpy as np
 import pytest
 import sympy as sp

@@ -5,9 +5,15 @@ import pytest
 import torch
 
 from amata_lib import Amata, Constant, Plan, pgd
-from amata_lib.convergence import (inexactness_term, make_toy, measure_inner, optimization_term,
-                                   reference_attack, run_two_loop)
 from amata_lib._nn import param_grad_sq_norm as robust_grad_norm_sq
+from amata_lib.convergence import (
+    inexactness_term,
+    make_toy,
+    measure_inner,
+    optimization_term,
+    reference_attack,
+    run_two_loop,
+)
 
 
 def test_bound_terms():

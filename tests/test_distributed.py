@@ -278,7 +278,8 @@ def test_own_step_methods_train_data_parallel(tmp_path):
         assert h0[-1]["train_loss"] == pytest.approx(ref[name][0][-1]["train_loss"], rel=1e-5)
         for key, value in ref[name][1].items():
             assert torch.equal(s0[key], s1[key])
-            torch.testing.assert_close(s0[key], value, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name} {key}: {m}")
+            torch.testing.assert_close(s0[key], value, rtol=1e-4, atol=1e-6,
+                                       msg=lambda m, name=name, key=key: f"{name} {key}: {m}")
     uninterrupted, resumed = ranks[0]["free_resumed"]
     for key, value in uninterrupted.items():
         assert torch.equal(value, resumed[key]), key

@@ -8,8 +8,17 @@ from torch.utils.data import TensorDataset
 from amata_lib import Constant, DigitsCNN, fgsm, pgd, train
 from amata_lib.attacks import _input_grad
 from amata_lib.landscape import (
-    Plane, directional_curvature, loss_grid, models_at, off_plane_fraction, pgd_trajectory, plane,
-    project_onto_plane, snapshot_callback, steepness, summarize,
+    Plane,
+    directional_curvature,
+    loss_grid,
+    models_at,
+    off_plane_fraction,
+    pgd_trajectory,
+    plane,
+    project_onto_plane,
+    snapshot_callback,
+    steepness,
+    summarize,
 )
 
 EPS = 0.2

@@ -285,6 +285,7 @@ def test_catastrophic_overfitting_rule(pgd, fgsm, flagged):
 def test_the_stored_mnist_fast_runs_are_flagged():
     """The reduced MNIST Fast runs (data/results) lost to PGD from the first epochs; the gap rule sees it."""
     from pathlib import Path
+
     from amata_lib import load_run
     folder = Path(__file__).resolve().parents[1] / "data" / "results" / "mnist-plus-reduced"
     for name in ("fast", "amata-fast"):

@@ -4,7 +4,6 @@ import os
 import pytest
 
 from amata_lib import ResultError, load_run, save_run
-from amata_lib import results as R
 
 HISTORY = [{"epoch": 1, "time": 0.5, "passes": 33, "clean_acc": 0.9, "robust_acc": float("nan")}]
 

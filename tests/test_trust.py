@@ -329,13 +329,19 @@ def tiny_disk(tmp_path):
 
 
 def test_full_disk_keeps_the_old_result_and_leaves_no_debris(tmp_path, tiny_disk):
-    old = tiny_disk / "run.json"
+    old = tiny_disk / "old.json"
     old.write_text('{"old": true}\n')
-    (tiny_disk / "filler").write_bytes(b"x" * (60 * 1024))
-    out = cli("train", *FAST, "--out", str(old), "--checkpoint", str(tmp_path / "run.pt"), cwd=tmp_path)
-    assert_refused(out, "cannot write", "run.json", "No space left on device")
+    with open(tiny_disk / "filler", "wb", buffering=0) as f:  # fill the disk to the last byte
+        try:
+            while True:
+                f.write(b"x" * 1024)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    out = cli("train", *FAST, "--out", str(tiny_disk / "new.json"), "--checkpoint", str(tmp_path / "run.pt"),
+              cwd=tmp_path)
+    assert_refused(out, "cannot write", "new.json", "No space left on device")
     assert old.read_text() == '{"old": true}\n'
-    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler", "run.json"]
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler", "old.json"]  # no new.json, no temp file
 
 
 def test_simulated_full_disk_in_process(tmp_path, monkeypatch, capsys):
