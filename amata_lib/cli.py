@@ -179,9 +179,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
     if a.dataset == "cifar10" and a.data_path:
         raise UserError("--data-path applies to mnist (an .npz); cifar10 is read from --data-root")
     run, schedule, maximizer = _build(a)
+    device = select_device(a.device)
     distributed.init_from_env(a.device)  # under torchrun: join the process group (no-op otherwise)
     main_rank = distributed.is_main()  # only rank 0 prints, writes the JSON and removes the checkpoint
-    device = select_device(a.device)
     train_set, test_set = load(a.dataset, path=a.data_path, root=a.data_root or "data/datasets",
                                download=a.download)
     train_set = subset(train_set, a.train_subset)
@@ -192,11 +192,11 @@ def _cmd_train(a: argparse.Namespace) -> int:
                   data_sha256=data_file(a.dataset, a.data_path)["data_sha256"])
     kind = a.method if a.maximizer in (None, "pgd") else f"{a.method}-{a.maximizer}"
     out, ckpt = _paths(a, config, kind)
-    if main_rank:
-        check_writable(out, "--out")
-        check_writable(ckpt, "--checkpoint")
-    if main_rank and finished_result(out, config):
-        print(f"done already: {out} holds this run (delete it to train again)")
+    check_writable(out, "--out")  # every rank decides alike, so none waits for another that left
+    check_writable(ckpt, "--checkpoint")
+    if finished_result(out, config):
+        if main_rank:
+            print(f"done already: {out} holds this run (delete it to train again)")
         return 0
     seed_everything(a.seed)
     model = models.build(model_name)
