@@ -58,6 +58,8 @@ def check_versus(v, n_images, batch, repeats):
         assert v["forward_passes_per_epoch"][name] == v["minibatches"] * (10 + 1), name
     for peer, ratio in v["ours_over_peer"].items():
         assert ratio == pytest.approx(v["median_epoch_time_s"]["amata_lib"] / v["median_epoch_time_s"][peer])
+        paired = [a / b for a, b in zip(v["epoch_times_s"]["amata_lib"], v["epoch_times_s"][peer])]
+        assert v["ours_over_peer_paired"][peer] in paired
 
 
 def test_versus_row_skips_torchattacks_with_a_reason_when_it_is_absent(monkeypatch):
