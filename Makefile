@@ -1,9 +1,17 @@
-# `make book` builds the book (executing every chapter); `make test` runs every test.
-# Both create a local virtual environment in .venv on first use.
+# `make book` builds the book's HTML from the outputs stored in the chapters (seconds);
+# `make test` runs every test, including strict nbval, which re-executes every chapter and
+# fails when a stored output no longer matches.  Both create a local virtual environment
+# in .venv on first use.  Only Python and make are needed (no Node.js).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# pytest-xdist workers for the unit tests and the chapters (the chapters train on one
+# thread each, so two run side by side on two cores).  JOBS=0 runs everything in one process.
+JOBS   ?= 2
+XDIST  := $(if $(filter-out 0,$(JOBS)),-n $(JOBS) --dist loadfile)
+# `make book EXECUTE=1` re-executes every chapter in place first (as `make notebooks`).
+EXECUTE ?= 0
 
 .PHONY: install book test test-lib test-notebooks test-browser notebooks clean
 
@@ -11,24 +19,26 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[book,test,autoattack]'
+	$(BIN)/python -m pip install --quiet -e '.[book,test,bench,autoattack]'
 	touch $@
 
-book: $(STAMP)
+book: $(STAMP) $(if $(filter 1,$(EXECUTE)),notebooks)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/build_book.sh
 
 # Unit tests, strict nbval on every chapter, then the real-browser check of the built book
 # (the book is built first when _build/html is missing).
 test: $(STAMP)
-	$(BIN)/python -m pytest tests --ignore=tests/test_browser.py
+	$(MAKE) test-lib
 	$(MAKE) test-notebooks
 	$(MAKE) test-browser
 
 test-lib: $(STAMP)
-	$(BIN)/python -m pytest tests --ignore=tests/test_browser.py
+	$(BIN)/python -m pytest $(XDIST) tests --ignore=tests/test_browser.py
 
+# What a reader types, `pytest --nbval`: conftest.py adds --nbval-current-env,
+# --nbval-sanitize-with book/nbval_sanitize.cfg and the chapters under book/.
 test-notebooks: $(STAMP)
-	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with book/nbval_sanitize.cfg book -p no:cacheprovider
+	$(BIN)/python -m pytest --nbval $(XDIST) -p no:cacheprovider
 
 test-browser: $(STAMP)
 	[ -f _build/html/index.html ] || $(MAKE) book

@@ -23,12 +23,30 @@ does not depend on the pixels) it measures
   otherwise the best rate of a large matmul measured here (the CPU's practical,
   not theoretical, peak).
 
+* ``versus``: our PGD-10 training epoch (:func:`amata_lib.train`, LeNet, MNIST-shaped
+  inputs) side by side with the loop a user would otherwise write: the same minibatches
+  (a shuffled in-memory index split, the cheapest feed there is, so that the ratio is
+  about the training loop and not a data pipeline), the same SGD settings and model init,
+  and per minibatch 10 attack passes plus one parameter step, with the attack either
+  torchattacks' ``PGD`` (package ``torchattacks``, extra ``bench``; the row is skipped,
+  with the reason, when it is not installed) or a plain perturbation loop in the style of
+  Kolter & Madry's adversarial-robustness tutorial (written here: ``delta`` with
+  ``requires_grad``, ``loss.backward()``, signed step, clipping; like the tutorial it does
+  not switch the model to ``eval()`` and its ``backward()`` also fills the weights'
+  gradients, which LeNet, without batch norm or dropout, does not notice otherwise). The
+  contenders run in one process, alternating (the order rotates every repeat), each on a
+  fresh identically initialised model; reported are every wall time, the medians and
+  ``ours / peer`` of the medians (and the median of the per-repeat ratios, less sensitive
+  to load that changes during the run), with the forward passes each contender made on training
+  minibatches (counted by a hook, so the work is checked to be the same).
+
 Precision: ``fp32`` (no TF32 anywhere), ``tf32`` (TF32 matmuls and convolutions, the
 default on CUDA), ``bf16`` (``train(amp=True)``: bf16 autocast for attack and step).
 
     python benchmarks/speed.py                                  # CPU, small sizes
     python benchmarks/speed.py --device cuda --out data/benchmarks/h100-tf32.json
     python benchmarks/speed.py --device cuda --precision bf16 --channels-last --out ...
+    python benchmarks/speed.py --models --threads 1    # only the versus row
 """
 from __future__ import annotations
 
@@ -46,7 +64,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from amata_lib import Amata, Constant, models, train
+from amata_lib import Amata, Constant, LeNet, models, train
 from amata_lib.attacks import _input_grad, pgd
 from amata_lib.results import device_name, provenance, write_json_atomic
 from amata_lib.schedules import relative_cost
@@ -225,10 +243,125 @@ def bench_model(name: str, a: argparse.Namespace, device: torch.device, peak_flo
     return out
 
 
+# --------------------------------------------------------------------------- ours versus the peer loops
+VERSUS_PEERS = {
+    "torchattacks_pgd_loop": "torchattacks.PGD(model, eps, alpha, steps=10, random_start=True) + SGD step",
+    "kolter_madry_loop": "plain delta loop (Kolter & Madry tutorial style, loss.backward()) + SGD step",
+}
+
+
+def load_torchattacks():
+    """``(module, None)``, or ``(None, reason)`` when torchattacks cannot be imported."""
+    try:
+        import torchattacks
+    except Exception as exc:  # ImportError, or a broken install
+        return None, (f"torchattacks is not importable ({type(exc).__name__}: {exc}); "
+                      "install it with: pip install -e '.[bench]'")
+    return torchattacks, None
+
+
+def kolter_madry_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float,
+                     steps: int) -> torch.Tensor:
+    """L-infinity PGD as the tutorial teaches it: ascend on a perturbation, clip to the ball and the pixels."""
+    delta = torch.empty_like(x).uniform_(-eps, eps)
+    delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x + delta), y)
+        loss.backward()  # also accumulates the weights' .grad; the step's zero_grad clears it
+        delta.data = (delta.data + alpha * delta.grad.sign()).clamp(-eps, eps)
+        delta.data = (x + delta.data).clamp(0, 1) - x
+        delta.grad.zero_()
+    return (x + delta).detach()
+
+
+def peer_epoch(model: nn.Module, data: TensorDataset, attack: Callable, batch: int, seed: int) -> None:
+    """One epoch of the loop a user writes: shuffled minibatches, attack, one SGD step (``train``'s defaults)."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    x_all, y_all = data.tensors
+    order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(seed)).to(x_all.device)
+    for idx in order.split(batch):
+        x, y = x_all[idx], y_all[idx]
+        x_adv = attack(model, x, y)
+        loss = F.cross_entropy(model(x_adv), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def versus(n_images: int, batch: int, repeats: int, device: torch.device) -> dict:
+    """Our PGD-10 epoch against the peer loops, alternating in this process; see the module docstring."""
+    shape, eps = MODELS["lenet"]
+    alpha = 2.5 * eps / K_PGD
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.rand(n_images, *shape, generator=g).to(device),
+                         torch.randint(0, 10, (n_images,), generator=g).to(device))
+    one = TensorDataset(*(t[:1] for t in data.tensors))  # train() evaluates on one image: a pass of batch 1
+
+    def ours(model: nn.Module, seed: int) -> None:
+        train(model, data, one, epochs=1, eps=eps, schedule=Constant(K_PGD, alpha, 1), batch_size=batch,
+              seed=seed, device=device, eval_steps=1)
+
+    def kolter_madry(model: nn.Module, seed: int) -> None:
+        peer_epoch(model, data, lambda m, x, y: kolter_madry_pgd(m, x, y, eps, alpha, K_PGD), batch, seed)
+
+    contenders = {"amata_lib": ours, "kolter_madry_loop": kolter_madry}
+    skipped = {}
+    torchattacks, reason = load_torchattacks()
+    if torchattacks is None:
+        skipped["torchattacks_pgd_loop"] = reason
+    else:
+        def torchattacks_loop(model: nn.Module, seed: int) -> None:
+            atk = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=K_PGD, random_start=True)
+            peer_epoch(model, data, lambda m, x, y: atk(x, y), batch, seed)
+        contenders["torchattacks_pgd_loop"] = torchattacks_loop
+
+    def run(name: str, seed: int) -> tuple[float, int]:
+        torch.manual_seed(seed)
+        model = LeNet().to(device)
+        passes = 0
+
+        def count(module: nn.Module, args: tuple) -> None:  # training minibatches only, not the 1-image test
+            nonlocal passes
+            passes += len(args[0]) > 1
+
+        hook = model.register_forward_pre_hook(count)
+        synchronize(device)
+        t0 = time.perf_counter()
+        contenders[name](model, seed)
+        synchronize(device)
+        elapsed = time.perf_counter() - t0
+        hook.remove()
+        return elapsed, passes
+
+    names = list(contenders)
+    for name in names:
+        run(name, 0)  # warm-up
+    times = {name: [] for name in names}
+    passes = {}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            elapsed, passes[name] = run(name, r + 1)
+            times[name].append(elapsed)
+    median = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    out = {"model": "lenet", "input_shape": list(shape), "n_images": n_images, "batch_size": batch,
+           "steps": K_PGD, "eps": eps, "alpha": alpha, "repeats": repeats,
+           "minibatches": -(-n_images // batch), "peers": {k: v for k, v in VERSUS_PEERS.items() if k in contenders},
+           "torchattacks_version": getattr(torchattacks, "__version__", None),
+           "epoch_times_s": times, "median_epoch_time_s": median,
+           "forward_passes_per_epoch": passes,
+           "ours_over_peer": {name: median["amata_lib"] / median[name] for name in names if name != "amata_lib"},
+           # median over repeats of the ratio within one repeat (the contenders ran back to back)
+           "ours_over_peer_paired": {name: sorted(a / b for a, b in zip(times["amata_lib"], times[name]))[repeats // 2]
+                                     for name in names if name != "amata_lib"},
+           "skipped": skipped}
+    return out
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1 (default: auto)")
-    p.add_argument("--models", nargs="+", choices=sorted(MODELS), default=sorted(MODELS))
+    p.add_argument("--models", nargs="*", choices=sorted(MODELS), default=sorted(MODELS),
+                   help="models of the per-model measurements (none: only the versus row)")
     p.add_argument("--precision", choices=PRECISIONS, default=None, help="default: tf32 on CUDA, fp32 elsewhere")
     p.add_argument("--channels-last", action="store_true", help="channels_last model and batches")
     p.add_argument("--batch-size", type=int, default=128, help="LeNet batch (default: 128)")
@@ -241,19 +374,26 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="repeats of each micro-benchmark (default: 5)")
     p.add_argument("--matmul-size", type=int, default=None, help="n of the peak matmul (default: 8192 GPU, 1024 CPU)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument("--versus-n-images", type=int, default=None,
+                   help="epoch size of the versus row (default: 10240 CUDA, 512 CPU)")
+    p.add_argument("--no-versus", action="store_true", help="skip the row of ours versus the peer loops")
     p.add_argument("--out", default=None, help="JSON file to write (default: print only)")
     a = p.parse_args(argv)
     gpu = select_device(a.device).type == "cuda"
     defaults = dict(precision="tf32" if gpu else "fp32", n_images=10240 if gpu else 256,
                     resnet_batch_size=128 if gpu else 8, resnet_n_images=10240 if gpu else 8,
-                    pgd_epochs=2 if gpu else 1, amata_epochs=5 if gpu else 3, matmul_size=8192 if gpu else 1024)
+                    pgd_epochs=2 if gpu else 1, amata_epochs=5 if gpu else 3, matmul_size=8192 if gpu else 1024,
+                    versus_n_images=10240 if gpu else 512)
     for key, value in defaults.items():
         if getattr(a, key) is None:
             setattr(a, key, value)
     for key in ("batch_size", "n_images", "resnet_batch_size", "resnet_n_images", "pgd_epochs", "amata_epochs",
-                "overhead_steps", "repeats", "matmul_size", "threads"):
+                "overhead_steps", "repeats", "matmul_size", "threads", "versus_n_images"):
         if getattr(a, key) < 1:
             p.error(f"--{key.replace('_', '-')} must be >= 1, got {getattr(a, key)}")
+    if a.batch_size < 2 or a.versus_n_images % a.batch_size == 1:
+        p.error("the versus row counts passes of batches larger than 1: need --batch-size >= 2 and "
+                "--versus-n-images not 1 more than a multiple of it")
     return a
 
 
@@ -274,6 +414,8 @@ def main(argv: list[str] | None = None) -> dict:
         "peak": peak_info,
         "models": {name: bench_model(name, a, device, peak_info["flops_per_s"]) for name in a.models},
     }
+    if not a.no_versus:
+        result["versus"] = versus(a.versus_n_images, a.batch_size, a.repeats, device)
     result["settings"]["load_average_1min"] = [load_before[0], os.getloadavg()[0]]
     for name, r in result["models"].items():
         m = r["micro"]
@@ -284,6 +426,16 @@ def main(argv: list[str] | None = None) -> dict:
               f"{r['amata']['mean_epoch_time_s']:.3f} s; Amata/PGD-10 time {r['amata_over_pgd10_time']:.3f} "
               f"(passes {r['amata']['relative_passes']:.3f}, "
               f"micro-benchmarks {r['amata']['relative_time_from_microbench']:.3f})")
+    v = result.get("versus")
+    if v:
+        for peer, ratio in v["ours_over_peer"].items():
+            print(f"versus: LeNet PGD-10 epoch of {v['n_images']} images, ours / {peer} = {ratio:.3f} "
+                  f"(medians of {v['repeats']}: {v['median_epoch_time_s']['amata_lib']:.3f} s vs "
+                  f"{v['median_epoch_time_s'][peer]:.3f} s; median per-repeat ratio "
+                  f"{v['ours_over_peer_paired'][peer]:.3f}; forward passes {v['forward_passes_per_epoch']['amata_lib']} "
+                  f"vs {v['forward_passes_per_epoch'][peer]})")
+        for peer, reason in v["skipped"].items():
+            print(f"versus: {peer} skipped: {reason}")
     if a.out:
         print(f"wrote {write_json_atomic(Path(a.out), result)}")
     return result

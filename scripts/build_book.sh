@@ -4,12 +4,15 @@
 #   bash scripts/build_book.sh            # uses $PYTHON, else .venv/bin/python, else python3
 #   PYTHON=/path/to/python bash scripts/build_book.sh
 #
-# Steps: vendor MathJax 3 (scripts/vendor_assets.sh, idempotent), then
-# `jupyter-book build . -W -n --keep-going`: every chapter notebook is executed
-# (execute_notebooks: force in _config.yml) and any Sphinx warning fails the
-# build.  Every page is rebuilt (--all), so every chapter really runs against
-# the current library code; set AMATA_BOOK_INCREMENTAL=1 to rebuild only the
-# pages whose sources changed.  Extra arguments go to `jupyter-book build`.
+# Steps: copy MathJax 3 from the installed Python wheel (scripts/vendor_assets.py,
+# idempotent, checked file by file against the npm release), then
+# `jupyter-book build . -W -n --keep-going`: any Sphinx warning fails the build.
+# The chapters are NOT executed here (execute_notebooks: "off" in _config.yml):
+# the pages show the outputs stored in book/*.ipynb, the same outputs that
+# `make test` re-computes and compares under strict nbval.  To refresh them run
+# `make notebooks` (or `make book EXECUTE=1`, which does both).  Every page is
+# rebuilt (--all); set AMATA_BOOK_INCREMENTAL=1 to rebuild only the pages whose
+# sources changed.  Extra arguments go to `jupyter-book build`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,7 +35,7 @@ fi
 # on PATH: the chapters then run in the same environment as the build.
 export PATH="$(dirname "$PY"):$PATH"
 
-bash "$ROOT/scripts/vendor_assets.sh"
+"$PY" "$ROOT/scripts/vendor_assets.py"
 
 JB=("$PY" -c 'import sys; from jupyter_book.cli.main import main; sys.argv[0] = "jupyter-book"; sys.exit(main())')
 echo "build_book: $("${JB[@]}" --version 2>/dev/null | tr '\n' ' ' || true)"

@@ -13,14 +13,14 @@ import speed  # noqa: E402
 
 TINY = ["--device", "cpu", "--threads", "1", "--n-images", "32", "--batch-size", "16", "--resnet-n-images", "2",
         "--resnet-batch-size", "2", "--pgd-epochs", "1", "--amata-epochs", "2", "--repeats", "1",
-        "--overhead-steps", "2", "--matmul-size", "128"]
+        "--overhead-steps", "2", "--matmul-size", "128", "--versus-n-images", "32"]
 
 
 def test_speed_script_writes_positive_measurements(tmp_path):
     out = tmp_path / "cpu.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), *TINY, "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["schema"] == "amata-speed/1"
@@ -38,6 +38,53 @@ def test_speed_script_writes_positive_measurements(tmp_path):
         assert r["amata"]["relative_passes"] == pytest.approx((3 + 7) / 22)
         assert 0 < r["amata"]["relative_time_from_microbench"] < 1
         assert r["amata_over_pgd10_time"] > 0 and r["pgd10"]["epoch_over_microbench"] > 0
+    check_versus(result["versus"], n_images=32, batch=16, repeats=1)
+    if speed.load_torchattacks()[0] is not None:  # installed with the bench extra (make install)
+        assert "torchattacks_pgd_loop" in result["versus"]["ours_over_peer"]
+        assert f"ours / torchattacks_pgd_loop = " in proc.stdout
+
+
+def check_versus(v, n_images, batch, repeats):
+    """The row of ours versus the peer loops: real timings of the same work."""
+    assert v["model"] == "lenet" and v["input_shape"] == [1, 28, 28] and v["steps"] == 10
+    assert v["n_images"] == n_images and v["batch_size"] == batch and v["minibatches"] == -(-n_images // batch)
+    contenders = {"amata_lib", *v["ours_over_peer"]}
+    assert "kolter_madry_loop" in contenders
+    assert contenders | set(v["skipped"]) == {"amata_lib", "kolter_madry_loop", "torchattacks_pgd_loop"}
+    for name in contenders:
+        assert len(v["epoch_times_s"][name]) == repeats and all(t > 0 for t in v["epoch_times_s"][name])
+        assert v["median_epoch_time_s"][name] in v["epoch_times_s"][name]
+        # every contender: 10 attack passes + 1 training pass per minibatch, counted on the model itself
+        assert v["forward_passes_per_epoch"][name] == v["minibatches"] * (10 + 1), name
+    for peer, ratio in v["ours_over_peer"].items():
+        assert ratio == pytest.approx(v["median_epoch_time_s"]["amata_lib"] / v["median_epoch_time_s"][peer])
+        paired = [a / b for a, b in zip(v["epoch_times_s"]["amata_lib"], v["epoch_times_s"][peer])]
+        assert v["ours_over_peer_paired"][peer] in paired
+
+
+def test_versus_row_skips_torchattacks_with_a_reason_when_it_is_absent(monkeypatch):
+    import torch
+    monkeypatch.setitem(sys.modules, "torchattacks", None)  # `import torchattacks` now raises ImportError
+    v = speed.versus(n_images=24, batch=16, repeats=1, device=torch.device("cpu"))
+    assert set(v["ours_over_peer"]) == {"kolter_madry_loop"}
+    assert "pip install" in v["skipped"]["torchattacks_pgd_loop"]
+    check_versus(v, n_images=24, batch=16, repeats=1)
+
+
+def test_kolter_madry_attack_stays_in_the_ball_and_raises_the_loss():
+    import torch
+    import torch.nn.functional as F
+    from amata_lib import LeNet
+    torch.manual_seed(0)
+    model, x, y = LeNet(), torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    x_adv = speed.kolter_madry_pgd(model, x, y, eps=0.3, alpha=0.075, steps=10)
+    assert (x_adv - x).abs().max() <= 0.3 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert F.cross_entropy(model(x_adv), y) > F.cross_entropy(model(x), y)
+
+
+def test_versus_row_refuses_batches_it_cannot_count():
+    with pytest.raises(SystemExit):
+        speed.parse(["--device", "cpu", "--batch-size", "16", "--versus-n-images", "33"])
 
 
 @pytest.mark.parametrize("name, precision, label", [
