@@ -33,6 +33,7 @@ test: $(STAMP)
 	$(MAKE) test-browser
 
 test-lib: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(XDIST) tests --ignore=tests/test_browser.py
 
 # What a reader types, `pytest --nbval`: conftest.py adds --nbval-current-env,
