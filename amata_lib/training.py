@@ -371,7 +371,8 @@ def train(
         faster conv nets on tensor-core GPUs, same results up to rounding).
     eval_steps, eval_alpha, eval_restarts, eval_subset, eval_every
         Robust test: PGD-``eval_steps`` (step ``eval_alpha``, default ``2.5 * eps / eval_steps``),
-        worst case over restarts, on the first ``eval_subset`` test examples, every
+        an example broken if any iterate of any restart fools the model
+        (:func:`~amata_lib.evaluation.pgd_accuracy`), on the first ``eval_subset`` test examples, every
         ``eval_every`` epochs and after the last. Evaluation uses its own RNG stream, so
         it does not change the training trajectory. Under ``torchrun`` each process
         tests its share of the examples and the counts are summed.
