@@ -31,7 +31,7 @@ _API: dict[str, tuple[str, ...]] = {
     "history": ("catastrophic_overfitting", "epoch_line", "time_to_target"),
     "experiments": ("ConfigError", "load_config", "load_results", "run_experiment"),
     "results": ("ResultError", "load_run", "save_run"),
-    "criterion": ("SearchSpace", "criterion_c"),
+    "criterion": ("GridSpace", "SearchSpace", "criterion_c", "criterion_c_exact"),
     "errors": ("CheckpointError", "RunLocked", "UserError", "WriteError"),
 }
 _WHERE = {name: module for module, names in _API.items() for name in names}

@@ -11,7 +11,7 @@ Conventions shared by every function here:
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -55,13 +55,19 @@ def _check_budget(eps: float, alpha: float, steps: int, loss: str) -> None:
     check_strict_int("steps", steps, minimum=0)
 
 
-def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
-    """Gradient of the summed attack loss with respect to the input only (works under ``no_grad``)."""
+def _logits_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                     loss: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (detached) and input gradient of the summed attack loss from one forward+backward pass."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        value = attack_loss(model(x), y, loss).sum()
-        (grad,) = torch.autograd.grad(value, x)
-    return grad
+        logits = model(x)
+        (grad,) = torch.autograd.grad(attack_loss(logits, y, loss).sum(), x)
+    return logits.detach(), grad
+
+
+def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """Gradient of the summed attack loss with respect to the input only (works under ``no_grad``)."""
+    return _logits_and_grad(model, x, y, loss)[1]
 
 
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -173,8 +179,33 @@ def pgd_start(x: torch.Tensor, eps: float, *, random_start: bool = True,
 
 
 def pgd_iterates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, *, eps: float,
-                 alpha: float, steps: int, loss: str = "ce") -> Iterator[torch.Tensor]:
-    """The iterates ``x^1 .. x^K`` of PGD from ``x_adv = x^0``: one :func:`ascent_step` each (unchecked inputs)."""
+                 alpha: float, steps: int, loss: str = "ce",
+                 stop: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> Iterator[torch.Tensor]:
+    """The iterates ``x^1 .. x^K`` of PGD from ``x_adv = x^0``: one :func:`ascent_step` each (unchecked inputs).
+
+    Each iterate is a new tensor (earlier ones stay valid). ``stop``, if given, is
+    called before every step as ``stop(logits, rows) -> bool mask`` with the logits of
+    the gradient pass at the current iterate of the examples still moving (``rows``:
+    their positions in the batch); the examples it marks are frozen -- they keep their
+    current point in every later iterate and take no further pass -- and the iteration
+    ends early once all are frozen. Looking at iterate ``k`` this way is free: its
+    logits come from the pass that computes its gradient. (Wong et al.'s ``attack_pgd``
+    freezes misclassified examples in the same way; see
+    :func:`amata_lib.evaluation.pgd_broken`.)
+    """
+    rows = None  # the examples still moving; None while that is all of them
     for _ in range(steps):
-        x_adv = ascent_step(x_adv, _input_grad(model, x_adv, y, loss), x, alpha, eps)
+        part = (x_adv, x, y) if rows is None else (x_adv[rows], x[rows], y[rows])
+        logits, grad = _logits_and_grad(model, part[0], part[2], loss)
+        if stop is None:
+            x_adv = ascent_step(x_adv, grad, x, alpha, eps)
+            yield x_adv
+            continue
+        if rows is None:
+            rows = torch.arange(len(x), device=x.device)
+        go = ~stop(logits, rows)
+        rows, part, grad = rows[go], [t[go] for t in part], grad[go]
+        if len(rows) == 0:
+            return
+        x_adv = x_adv.index_put((rows,), ascent_step(part[0], grad, part[1], alpha, eps))
         yield x_adv

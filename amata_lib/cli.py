@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from . import distributed, models
 from ._io import check_writable
 from .checkpoints import digest
-from .data import DATASETS, load, subset
+from .data import AUGMENTATIONS, DATASETS, default_augment, load, subset
 from .errors import UserError
 from .experiments import (
     RunSpec,
@@ -174,6 +174,7 @@ def _paths(a: argparse.Namespace, config: dict, kind: str) -> tuple[Path, Path]:
 
 def _cmd_train(a: argparse.Namespace) -> int:
     a.eps = DEFAULT_EPS[a.dataset] if a.eps is None else a.eps
+    a.augment = default_augment(a.dataset) if a.augment is None else a.augment
     if a.dataset == "digits" and (a.data_path or a.download or a.data_root):
         raise UserError("--data-path, --data-root and --download apply to mnist and cifar10; digits is bundled")
     if a.dataset == "cifar10" and a.data_path:
@@ -187,6 +188,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
     train_set = subset(train_set, a.train_subset)
     model_name = a.model or models.DEFAULT_MODEL[a.dataset]
     config = {k: v for k, v in vars(a).items() if k not in NOT_SETTINGS}
+    if config["augment"] == "none":  # absent, as in results written before augmentation existed
+        del config["augment"]
     config.update(run=run, model=model_name, schedule=repr(schedule), train_size=len(train_set),
                   test_size=len(test_set), world_size=distributed.world_size(),
                   data_sha256=data_file(a.dataset, a.data_path)["data_sha256"])
@@ -213,8 +216,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
                     maximizer=maximizer, detect_overfitting=a.detect_overfitting, optimizer=a.optimizer, lr=a.lr,
                     momentum=a.momentum, weight_decay=a.weight_decay, lr_schedule=a.lr_schedule,
                     batch_size=a.batch_size, seed=a.seed, device=device, amp=a.amp, channels_last=a.channels_last,
-                    eval_steps=a.eval_steps, eval_restarts=a.eval_restarts, eval_subset=a.eval_subset,
-                    eval_every=a.eval_every, checkpoint=ckpt, callback=report, progress=a.progress)
+                    augment=a.augment, eval_steps=a.eval_steps, eval_restarts=a.eval_restarts,
+                    eval_subset=a.eval_subset, eval_every=a.eval_every, checkpoint=ckpt, callback=report,
+                    progress=a.progress)
     distributed.shutdown()
     if not main_rank:
         return 0
@@ -298,6 +302,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--data-root", default=None, help="folder of torchvision datasets (default: data/datasets)")
     g.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
     g.add_argument("--train-subset", type=COUNT, default=None, help="use only the first N training examples")
+    g.add_argument("--augment", choices=AUGMENTATIONS, default=None,
+                   help="training-data augmentation: crop-flip (random crop of the 4-pixel zero-padded image and "
+                        "random horizontal flip, on the device) or none (default: crop-flip for cifar10, none "
+                        "otherwise)")
     g.add_argument("--model", choices=sorted(models.MODELS), default=None,
                    help="model (default: digits_cnn, lenet for mnist, preact_resnet18 for cifar10)")
     g = t.add_argument_group("optimisation")

@@ -24,8 +24,9 @@ import os
 import shutil
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -289,19 +290,141 @@ def tensor_batches(dataset: TensorDataset, batch_size: int, shuffle: bool, gener
         yield x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True), idx
 
 
+# ----------------------------------------------------------------------------- augmentation
+
+AUGMENTATIONS = ("none", "crop-flip")
+CROP_PADDING = 4
+
+
+def default_augment(dataset: str) -> str:
+    """The training augmentation a dataset gets unless told otherwise: ``crop-flip`` for cifar10, else ``none``."""
+    return "crop-flip" if dataset == "cifar10" else "none"
+
+
+@dataclass(frozen=True)
+class CropFlip:
+    """One epoch's random crops and flips, one per training example (by dataset index).
+
+    ``offsets[i] = (row, col)`` is where example ``i``'s window starts in its image
+    zero-padded by ``pad`` on every side (each in ``0 .. 2 * pad``; ``(pad, pad)`` is
+    no shift) and ``flips[i]`` whether the crop is then mirrored left-right.
+    :func:`crop_flip` applies them.
+    """
+
+    offsets: torch.Tensor
+    flips: torch.Tensor
+    pad: int = CROP_PADDING
+
+    @classmethod
+    def draw(cls, n: int, generator: torch.Generator, pad: int = CROP_PADDING,
+             device: torch.device | None = None) -> CropFlip:
+        """Uniform offsets and fair flips for ``n`` examples from ``generator`` (CPU), moved to ``device``."""
+        offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
+        flips = torch.randint(0, 2, (n,), generator=generator).bool()
+        return cls(offsets.to(device), flips.to(device), pad)
+
+    def of(self, index: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(offsets, flips)`` of the examples with dataset indices ``index``."""
+        return self.offsets[index], self.flips[index]
+
+
+def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, *, pad: int = CROP_PADDING,
+              size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Per-example random crop and horizontal flip of a batch ``x`` (N x C x H x W), where ``x`` lives.
+
+    Each image is zero-padded by ``pad`` pixels on every side, the window of ``size``
+    (default ``H x W``) starting at ``offsets[i] = (row, col)`` is cut out, and the
+    windows with ``flips[i]`` are mirrored left-right -- the same as torchvision's
+    ``RandomCrop(size, padding=pad)`` followed by ``RandomHorizontalFlip()``, in one
+    gather for the whole batch. ``pad=0`` with a ``size`` smaller than ``x`` cuts
+    windows out of images that are padded already (e.g. a per-example store kept at
+    40 x 40, as ATTA's code keeps it). Offsets must keep the windows inside the padded
+    images (not checked here: that would wait for the GPU on every minibatch).
+
+    Notes
+    -----
+    original | ours | why (Madry et al.'s cifar10_challenge, Wong et al.'s
+    fast_adversarial ``CIFAR10/utils.py``, Zhang et al.'s Friendly-Adversarial-Training
+    ``FAT.py``, Shafahi et al.'s free_adv_train, Zheng et al.'s ATTA
+    ``adaptive_data_aug.py``):
+
+    * crop and flip on the CPU per image in the data loader | on the whole batch on
+      its device | keeps the ``TensorDataset`` speed (no loader, no copy back);
+    * random state of the loader's workers | the trainer's shuffling generator, one draw
+      per example and epoch | a checkpoint after an epoch resumes exactly;
+    * ATTA pads its stored adversarial images with grey (0.5) | zero (black) padding of
+      the clean image, torchvision's default used by the other references | the store's
+      padding is ATTA's business (:func:`crop_flip` with ``pad=0`` reads a padded store).
+    """
+    if x.ndim != 4:
+        raise UserError(f"crop_flip needs a batch N x C x H x W, got shape {tuple(x.shape)}")
+    n, _, h, w = x.shape
+    out_h, out_w = (h, w) if size is None else size
+    if len(offsets) != n or len(flips) != n:
+        raise UserError(f"offsets and flips need one row per image ({n}), got {len(offsets)} and {len(flips)}")
+    if pad:
+        x = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    offsets = offsets.to(x.device)
+    rows = offsets[:, :1] + torch.arange(out_h, device=x.device)
+    cols = offsets[:, 1:] + torch.arange(out_w, device=x.device)
+    cols = torch.where(flips.to(x.device)[:, None], cols.flip(1), cols)  # mirror by reading columns backwards
+    out = x[torch.arange(n, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()  # advanced indices first: N x H x W x C -> N x C x H x W
+
+
+class EpochFeed:
+    """Shuffled training minibatches ``(x, y, index)``, one epoch per call.
+
+    A ``TensorDataset`` is moved to the device once and ``index`` holds the examples'
+    dataset indices; other datasets share one persistent ``DataLoader`` over all
+    epochs and give ``index = None``. With ``augment="crop-flip"`` (tensor data only)
+    each epoch first draws one :class:`CropFlip` for the whole training set from
+    ``generator`` (before the epoch's permutation) and every minibatch is cropped and
+    flipped on the device; :meth:`augmentation` gives the current epoch's parameters,
+    e.g. ``feed.augmentation().of(index)`` for a minibatch.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, generator: torch.Generator, device: torch.device,
+                 rank: int, world_size: int, seed: int, augment: str = "none") -> None:
+        if augment not in AUGMENTATIONS:
+            raise UserError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
+        self.batch_size, self.generator, self.device = batch_size, generator, device
+        self.rank, self.world_size, self.augment = rank, world_size, augment
+        self._current: CropFlip | None = None
+        if isinstance(dataset, TensorDataset):
+            self.dataset, self.loader = to_device(dataset, device), None
+        elif augment != "none":
+            raise UserError(f"augment={augment!r} needs a TensorDataset train_set (augmented on the device), "
+                            f"got {type(dataset).__name__}; put the transforms on the dataset instead")
+        else:
+            self.dataset = dataset
+            self.loader = make_loader(dataset, batch_size, shuffle=True, generator=generator, device=device,
+                                      rank=rank, world_size=world_size, seed=seed)
+
+    def augmentation(self) -> CropFlip | None:
+        """The crops and flips of the epoch being fed (``None`` before the first batch or without augmentation)."""
+        return self._current
+
+    def __call__(self) -> IndexedBatches:
+        if self.loader is not None:
+            return ((x, y, None) for x, y in _moved(self.loader, self.device))
+        return self._tensor_epoch()
+
+    def _tensor_epoch(self) -> IndexedBatches:
+        if self.augment == "crop-flip":
+            self._current = CropFlip.draw(len(self.dataset), self.generator, device=self.dataset.tensors[0].device)
+        for x, y, idx in tensor_batches(self.dataset, self.batch_size, True, self.generator, self.device,
+                                        self.rank, self.world_size):
+            if self._current is not None:
+                offsets, flips = self._current.of(idx)
+                x = crop_flip(x, offsets, flips, pad=self._current.pad)
+            yield x, y, idx
+
+
 def epoch_feed(dataset: Dataset, batch_size: int, generator: torch.Generator, device: torch.device,
-                rank: int, world_size: int, seed: int) -> Callable[[], IndexedBatches]:
-    """Shuffled training minibatches ``(x, y, index)``, one epoch per call: tensors are moved to the
-    device once and ``index`` holds the examples' dataset indices; other datasets share one
-    persistent ``DataLoader`` over all epochs and give ``index = None``."""
-    if isinstance(dataset, TensorDataset):
-        on_device = to_device(dataset, device)
-        return lambda: tensor_batches(on_device, batch_size, True, generator, device, rank, world_size)
-    loader = make_loader(dataset, batch_size, shuffle=True, generator=generator, device=device,
-                         rank=rank, world_size=world_size, seed=seed)
-    return lambda: ((x, y, None) for x, y in _moved(loader, device))
-
-
+               rank: int, world_size: int, seed: int, augment: str = "none") -> EpochFeed:
+    """The training feed of :class:`EpochFeed`: call it once per epoch for that epoch's minibatches."""
+    return EpochFeed(dataset, batch_size, generator, device, rank, world_size, seed, augment)
 
 
 def subset(dataset: Dataset, n: int | None) -> Dataset:

@@ -7,8 +7,10 @@ synonym ``constant`` (the plan ``K = k``, step ``alpha`` every epoch), ``amata``
 ``exponential`` (``k_min -> k_max`` with travel ``tau``), ``step``) and which maximizer
 uses the plan (``pgd``, ``fosc``, ``fat``, or an Amata+ method ``free``, ``fast``,
 ``yopo``, ``atta`` with its ``maximizer_kwargs``); ``detect_overfitting: true`` adds
-the FGSM check for catastrophic overfitting. Its ``choices`` field lists what the
-paper leaves open and what we chose.
+the FGSM check for catastrophic overfitting. ``augment`` (``crop-flip`` or ``none``)
+is the training-data augmentation, by default ``crop-flip`` for cifar10 and ``none``
+otherwise (:func:`~amata_lib.data.default_augment`). Its ``choices`` field lists what
+the paper leaves open and what we chose.
 
 :func:`run_experiment` trains every run (checkpointing each epoch, so an interrupted run
 resumes to the same result), evaluates the final model (clean, PGD with restarts, CW,
@@ -43,7 +45,7 @@ from torch.utils.data import TensorDataset
 
 from . import models
 from ._checks import check_strict_int
-from .data import DATASETS, MNIST_ENV, load, subset
+from .data import AUGMENTATIONS, DATASETS, MNIST_ENV, default_augment, load, subset
 from .errors import UserError
 from .evaluation import robustness_report
 from .history import epoch_line
@@ -181,6 +183,7 @@ class ExperimentSpec(_Spec):
     momentum: Annotated[Number, Field(le=1)]
     weight_decay: Number
     seed: Annotated[int, Field(ge=0)]
+    augment: Literal[AUGMENTATIONS] | None = None
     eval: EvalSpec
     runs: Annotated[list[RunSpec], Field(min_length=1)]
     choices: list[str]
@@ -222,7 +225,10 @@ def validate_config(raw: Any, source: str = "config") -> dict:
         spec = ExperimentSpec.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {spec_error(exc)}") from None
-    out = spec.model_dump(exclude={"runs"})
+    out = spec.model_dump(exclude={"runs", "augment"})
+    augment = spec.augment or default_augment(spec.dataset)
+    if augment != "none":  # only then, so results written before augmentation existed keep matching
+        out["augment"] = augment
     out["runs"] = [r.as_dict() for r in spec.runs]
     names = [r["name"] for r in out["runs"]]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -398,7 +404,8 @@ def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset],
                     optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"],
                     weight_decay=cfg["weight_decay"], lr_schedule=cfg["lr_schedule"],
                     batch_size=cfg["batch_size"], seed=cfg["seed"], device=device,
-                    eval_steps=ev["pgd_steps"], eval_subset=ev["subset"], eval_every=ev["every"],
+                    augment=cfg.get("augment", "none"), eval_steps=ev["pgd_steps"], eval_subset=ev["subset"],
+                    eval_every=ev["every"],
                     detect_overfitting=run.get("detect_overfitting", False), checkpoint=ckpt,
                     callback=_epoch_log(run["name"], cfg["epochs"], log))
     test_eval = subset(test_set, ev["subset"])

@@ -46,7 +46,7 @@ from ._checks import (
     check_strict_int,
 )
 from .checkpoints import RunLock, capture, load_checkpoint, restore, save_checkpoint
-from .data import check_dataset, epoch_feed, subset, to_device
+from .data import AUGMENTATIONS, check_dataset, epoch_feed, subset, to_device
 from .errors import UserError
 from .evaluation import accuracy, fgsm_accuracy, pgd_accuracy
 from .history import catastrophic_overfitting
@@ -56,6 +56,16 @@ from .schedules import Plan, Schedule
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("constant", "multistep", "cosine")
 Callback = Callable[[dict, nn.Module], Any]
+FOLLOW_AUGMENTATION = "follow_augmentation"
+"""Name of the optional maximizer hook for per-example state under augmentation.
+
+With ``train(..., augment="crop-flip")``, a maximizer that defines
+``follow_augmentation(current)`` is called once before training with ``current``, a
+function of no arguments returning the :class:`~amata_lib.data.CropFlip` of the epoch
+being fed. In ``perturb``/``step``, ``current().of(index)`` gives the minibatch's
+``(offsets, flips)``: the same crop and flip the batch ``x`` went through, so a stored
+per-example perturbation can follow it (ATTA keeps its store padded and reads it with
+:func:`~amata_lib.data.crop_flip` at ``pad=0``)."""
 
 
 def select_device(device: str | torch.device = "auto") -> torch.device:
@@ -186,16 +196,25 @@ def _check_arguments(epochs: int, eps: float, schedule: Schedule | None, maximiz
         check_positive("eval_alpha", options["eval_alpha"])
     for name in ("amp", "channels_last", "detect_overfitting"):
         check_bool(name, options[name])
+    check_choice("augment", options["augment"], AUGMENTATIONS)
 
 
 def _check_inputs(model: nn.Module, maximizer: Maximizer, train_set: Dataset, test_set: Dataset,
-                  batch_size: int, world: int, channels_last: bool) -> None:
+                  batch_size: int, world: int, channels_last: bool, augment: str = "none") -> None:
     """Data, model and maximizer fit together: checked on the data and one forward pass, before training."""
     check_dataset("train_set", train_set)
     check_dataset("test_set", test_set)
     x, y = train_set[0]
     if channels_last and x.ndim != 3:
         raise UserError(f"channels_last needs 4-D inputs N x C x H x W, got examples of shape {tuple(x.shape)}")
+    if augment != "none" and (x.ndim != 3 or not isinstance(train_set, TensorDataset)):
+        raise UserError(f"augment={augment!r} crops and flips image tensors on the device: it needs a "
+                        f"TensorDataset train_set of images N x C x H x W, got {type(train_set).__name__} "
+                        f"with examples of shape {tuple(x.shape)}")
+    if augment != "none" and maximizer.uses_index and not callable(getattr(maximizer, FOLLOW_AUGMENTATION, None)):
+        raise UserError(f"maximizer {type(maximizer).__name__} stores one perturbation per example, which would "
+                        f"not follow augment={augment!r}'s crops and flips (it has no {FOLLOW_AUGMENTATION} "
+                        f"hook); train it with augment='none'")
     device = next(model.parameters()).device
     try:
         with torch.no_grad():
@@ -329,6 +348,7 @@ def train(
     device: str | torch.device = "auto",
     amp: bool = False,
     channels_last: bool = False,
+    augment: str = "none",
     eval_steps: int = 20,
     eval_alpha: float | None = None,
     eval_restarts: int = 1,
@@ -369,9 +389,18 @@ def train(
     channels_last : bool
         Model and batches in ``torch.channels_last`` memory format (4-D image inputs;
         faster conv nets on tensor-core GPUs, same results up to rounding).
+    augment : {"none", "crop-flip"}
+        Training-data augmentation (tensor image data): ``"crop-flip"`` is the random
+        crop of the 4-pixel zero-padded image and the random horizontal flip every
+        CIFAR-10 reference trains with (:func:`~amata_lib.data.crop_flip`), drawn per
+        example and epoch from the shuffling generator, so a resumed run stays exact.
+        A maximizer that stores per-example state gets the epoch's crops and flips
+        through its ``follow_augmentation`` hook (see :data:`FOLLOW_AUGMENTATION`);
+        without one it is refused. The test set is never augmented.
     eval_steps, eval_alpha, eval_restarts, eval_subset, eval_every
         Robust test: PGD-``eval_steps`` (step ``eval_alpha``, default ``2.5 * eps / eval_steps``),
-        worst case over restarts, on the first ``eval_subset`` test examples, every
+        an example broken if any iterate of any restart fools the model
+        (:func:`~amata_lib.evaluation.pgd_accuracy`), on the first ``eval_subset`` test examples, every
         ``eval_every`` epochs and after the last. Evaluation uses its own RNG stream, so
         it does not change the training trajectory. Under ``torchrun`` each process
         tests its share of the examples and the counts are summed.
@@ -416,7 +445,8 @@ def train(
     """
     options = dict(epochs=epochs, eps=eps, optimizer=optimizer, lr=lr, momentum=momentum,
                    weight_decay=weight_decay, lr_schedule=lr_schedule, batch_size=batch_size, seed=seed,
-                   amp=amp, channels_last=channels_last, eval_steps=eval_steps, eval_alpha=eval_alpha,
+                   amp=amp, channels_last=channels_last, augment=augment, eval_steps=eval_steps,
+                   eval_alpha=eval_alpha,
                    eval_restarts=eval_restarts, eval_subset=eval_subset, eval_every=eval_every,
                    detect_overfitting=detect_overfitting)
     _check_arguments(epochs, eps, schedule, maximizer, options)
@@ -427,7 +457,8 @@ def train(
         dev = torch.device("cuda", torch.cuda.current_device())
     if maximizer is None:
         maximizer = Clean() if schedule is None else PGDMaximizer(eps)
-    _check_inputs(model, maximizer, train_set, test_set, batch_size, distributed.world_size(), channels_last)
+    _check_inputs(model, maximizer, train_set, test_set, batch_size, distributed.world_size(), channels_last,
+                  augment)
     settings = run_settings(model, train_set, test_set, schedule=schedule, maximizer=maximizer, **options)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     lock = RunLock(ckpt) if ckpt is not None and distributed.is_main() else None
@@ -459,7 +490,9 @@ def _train_locked(model: nn.Module, train_set: Dataset, test_set: Dataset, sched
             return history
     if world > 1:
         run.net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    feed = epoch_feed(train_set, o["batch_size"], run.shuffle_gen, dev, rank, world, o["seed"])
+    feed = epoch_feed(train_set, o["batch_size"], run.shuffle_gen, dev, rank, world, o["seed"], o["augment"])
+    if o["augment"] != "none" and callable(getattr(maximizer, FOLLOW_AUGMENTATION, None)):
+        getattr(maximizer, FOLLOW_AUGMENTATION)(feed.augmentation)
     test_part = to_device(distributed.shard_dataset(subset(test_set, o["eval_subset"]), rank, world), dev)
     sizes = _global_sizes(len(train_set), o["batch_size"])
     eval_alpha = 2.5 * o["eps"] / o["eval_steps"] if o["eval_alpha"] is None else o["eval_alpha"]

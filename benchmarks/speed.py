@@ -432,8 +432,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"versus: LeNet PGD-10 epoch of {v['n_images']} images, ours / {peer} = {ratio:.3f} "
                   f"(medians of {v['repeats']}: {v['median_epoch_time_s']['amata_lib']:.3f} s vs "
                   f"{v['median_epoch_time_s'][peer]:.3f} s; median per-repeat ratio "
-                  f"{v['ours_over_peer_paired'][peer]:.3f}; forward passes {v['forward_passes_per_epoch']['amata_lib']} "
-                  f"vs {v['forward_passes_per_epoch'][peer]})")
+                  f"{v['ours_over_peer_paired'][peer]:.3f}; forward passes "
+                  f"{v['forward_passes_per_epoch']['amata_lib']} vs {v['forward_passes_per_epoch'][peer]})")
         for peer, reason in v["skipped"].items():
             print(f"versus: {peer} skipped: {reason}")
     if a.out:

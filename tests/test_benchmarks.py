@@ -41,7 +41,7 @@ def test_speed_script_writes_positive_measurements(tmp_path):
     check_versus(result["versus"], n_images=32, batch=16, repeats=1)
     if speed.load_torchattacks()[0] is not None:  # installed with the bench extra (make install)
         assert "torchattacks_pgd_loop" in result["versus"]["ours_over_peer"]
-        assert f"ours / torchattacks_pgd_loop = " in proc.stdout
+        assert "ours / torchattacks_pgd_loop = " in proc.stdout
 
 
 def check_versus(v, n_images, batch, repeats):
@@ -74,6 +74,7 @@ def test_versus_row_skips_torchattacks_with_a_reason_when_it_is_absent(monkeypat
 def test_kolter_madry_attack_stays_in_the_ball_and_raises_the_loss():
     import torch
     import torch.nn.functional as F
+
     from amata_lib import LeNet
     torch.manual_seed(0)
     model, x, y = LeNet(), torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))

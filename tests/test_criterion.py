@@ -98,3 +98,77 @@ def test_bad_inputs_raise(batch):
         plan_value(model, x, y, (2, 0.1), eps=0.2, gamma=0.0)
     with pytest.raises(ValueError, match="same shape"):
         fosc(model, x, x[:2], y, 0.2)
+
+
+# ----------------------------------------------------------------------------- exact maximum on a grid
+
+def test_exact_c_is_the_brute_force_maximum_of_plan_value(batch):
+    from amata_lib.criterion import criterion_c_exact
+
+    x, y = batch
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    torch.manual_seed(0)
+    plan, ks, alphas = Plan(3, 0.05), range(1, 7), (0.01, 0.04, 0.15)
+    out = criterion_c_exact(model, x, y, plan, eps=0.2, gamma=1e-4, ks=ks, alphas=alphas)
+    values = {Plan(k, a): plan_value(model, x, y, Plan(k, a), eps=0.2, gamma=1e-4) for a in alphas for k in ks}
+    values.setdefault(plan, plan_value(model, x, y, plan, eps=0.2, gamma=1e-4))
+    top = max(values, key=values.get)
+    assert out.best == top
+    assert out.best_value == pytest.approx(values[top], rel=1e-6)
+    assert out.c == pytest.approx(values[top] - values[plan], rel=1e-6, abs=1e-12)
+    assert out.evaluations == len(values) == 18 + 1  # the plan (3, 0.05) is off the grid
+    assert out.passes == 3 + 1 + 3 * (6 + 6)
+    assert all(q.grad is None for q in model.parameters())
+
+
+class _Counting(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.body(x)
+
+
+def test_passes_count_the_forward_passes_spent(batch):
+    from amata_lib.criterion import GridSpace, criterion_c_exact
+
+    x, y = batch
+    model = _Counting()
+    out = criterion_c_exact(model, x, y, Plan(4, 0.02), eps=0.1, gamma=1e-3, ks=[2, 5, 9], alphas=[0.01, 0.05])
+    assert model.calls == out.passes == 4 + 1 + 2 * (9 + 3)
+    model.calls = 0
+    tpe = criterion_c(model, x, y, Plan(4, 0.02), eps=0.1, gamma=1e-3, space=GridSpace(1, 9, (0.01, 0.05)),
+                      budget=6, seed=0)
+    assert model.calls == tpe.passes
+
+
+def test_tpe_on_a_grid_is_a_lower_bound_of_the_exact_c(batch):
+    from amata_lib.criterion import GridSpace, criterion_c_exact
+
+    x, y = batch
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    grid = GridSpace(1, 12, (0.005, 0.02, 0.08))
+    exact = criterion_c_exact(model, x, y, Plan(6, 0.03), eps=0.2, gamma=1e-4, ks=grid.ks, alphas=grid.alphas)
+    for seed in range(3):
+        tpe = criterion_c(model, x, y, Plan(6, 0.03), eps=0.2, gamma=1e-4, space=grid, budget=5, seed=seed)
+        assert tpe.best == Plan(6, 0.03) or (tpe.best.alpha in grid.alphas and tpe.best.steps in grid.ks)
+        assert tpe.c <= exact.c + 1e-12
+        assert tpe.best_value == pytest.approx(plan_value(model, x, y, tpe.best, eps=0.2, gamma=1e-4))
+
+
+def test_grid_space_and_exact_refuse_bad_grids(batch):
+    from amata_lib.criterion import GridSpace, criterion_c_exact
+    from amata_lib.errors import UserError
+
+    x, y = batch
+    with pytest.raises(UserError, match="alphas"):
+        GridSpace(1, 4, ())
+    with pytest.raises(UserError, match="k_hi"):
+        GridSpace(5, 4, (0.1,))
+    with pytest.raises(UserError, match="ks"):
+        criterion_c_exact(linear_model(), x, y, Plan(1, 0.1), eps=0.1, gamma=0.0, ks=[0, 2], alphas=[0.1])
+    with pytest.raises(UserError, match="alphas"):
+        criterion_c_exact(linear_model(), x, y, Plan(1, 0.1), eps=0.1, gamma=0.0, ks=[2], alphas=[-0.1])

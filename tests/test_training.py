@@ -14,7 +14,9 @@ def test_erm_is_not_robust(erm_model):
 
 def test_adversarial_training_lifts_robust_accuracy(erm_model, pgd_model):
     erm, pgd = erm_model[1][-1], pgd_model[1][-1]
-    assert pgd["robust_acc"] > erm["robust_acc"] + 0.25
+    # about 0.28 against 0.03 at eps 0.2; the any-iterate PGD rule breaks one more example of the
+    # PGD model than the last-iterate rule did (0.2756 vs 0.2778), below the old margin of 0.25
+    assert pgd["robust_acc"] > erm["robust_acc"] + 0.2
     assert pgd["clean_acc"] > 0.5
 
 
