@@ -7,10 +7,12 @@ synonym ``constant`` (the plan ``K = k``, step ``alpha`` every epoch), ``amata``
 ``exponential`` (``k_min -> k_max`` with travel ``tau``), ``step``) and which maximizer
 uses the plan (``pgd``, ``fosc``, ``fat``, or an Amata+ method ``free``, ``fast``,
 ``yopo``, ``atta`` with its ``maximizer_kwargs``); ``detect_overfitting: true`` adds
-the FGSM check for catastrophic overfitting. ``augment`` (``crop-flip`` or ``none``)
-is the training-data augmentation, by default ``crop-flip`` for cifar10 and ``none``
-otherwise (:func:`~amata_lib.data.default_augment`). Its ``choices`` field lists what
-the paper leaves open and what we chose.
+the FGSM check for catastrophic overfitting, ``lr_schedule`` gives the run its own
+learning-rate schedule (e.g. ``cyclic`` for Fast), ``early_stop: {drop, steps}`` adds
+Wong et al.'s early stopping with rollback on the first training minibatch.
+``augment`` (``crop-flip`` or ``none``) is the training-data augmentation, by default
+``crop-flip`` for cifar10 and ``none`` otherwise (:func:`~amata_lib.data.default_augment`).
+Its ``choices`` field lists what the paper leaves open and what we chose.
 
 :func:`run_experiment` trains every run (checkpointing each epoch, so an interrupted run
 resumes to the same result), evaluates the final model (clean, PGD with restarts, CW,
@@ -49,6 +51,7 @@ from .data import AUGMENTATIONS, DATASETS, MNIST_ENV, default_augment, load, sub
 from .errors import UserError
 from .evaluation import robustness_report
 from .history import epoch_line
+from .plus import EarlyStopRollback
 from .registry import MAXIMIZERS, build_maximizer
 from .results import ResultError, finished_result, load_run, save_run
 from .schedules import (
@@ -116,6 +119,13 @@ class EvalSpec(_Spec):
     autoattack_attacks: Annotated[list[Literal[AUTOATTACK_ATTACKS]], Field(min_length=1)] | None = None
 
 
+class EarlyStopSpec(_Spec):
+    """Wong et al.'s early stopping (:class:`~amata_lib.plus.EarlyStopRollback`) on the first training minibatch."""
+
+    drop: Annotated[Number, Field(le=1)] = 0.2
+    steps: Count = 5
+
+
 class RunSpec(_Spec):
     """One row of a table: the schedule (``method`` and its parameters) and the maximizer that uses it."""
 
@@ -131,6 +141,8 @@ class RunSpec(_Spec):
     maximizer: Literal[MAXIMIZER_NAMES] | None = None
     maximizer_kwargs: dict[str, Any] | None = None
     detect_overfitting: bool | None = None
+    lr_schedule: Literal[LR_SCHEDULES] | None = None
+    early_stop: EarlyStopSpec | None = None
 
     @model_validator(mode="after")
     def _fits_method(self) -> RunSpec:
@@ -160,6 +172,10 @@ class RunSpec(_Spec):
             out["rounding"] = self.rounding or "round"
         if self.detect_overfitting is not None:  # only when given, so older results keep matching
             out["detect_overfitting"] = self.detect_overfitting
+        if self.lr_schedule is not None:  # the run's own learning-rate schedule, else the experiment's
+            out["lr_schedule"] = self.lr_schedule
+        if self.early_stop is not None:
+            out["early_stop"] = self.early_stop.model_dump()
         if self.method != "erm":
             out["maximizer"] = self.maximizer or "pgd"
             out["maximizer_kwargs"] = dict(self.maximizer_kwargs or {})
@@ -381,6 +397,24 @@ def _epoch_log(run: str, epochs: int, log: Log | None) -> Callable[[dict, torch.
     return lambda rec, _model: log(f"[{run}] " + epoch_line(rec, epochs))
 
 
+def _callback(cfg: dict, run: dict, train_set: TensorDataset, log: Log | None) -> Callable | None:
+    """The run's trainer callback: its early stopping (on the first training minibatch), then the epoch log."""
+    logger = _epoch_log(run["name"], cfg["epochs"], log)
+    if "early_stop" not in run:
+        return logger
+    first = [train_set[i] for i in range(min(cfg["batch_size"], len(train_set)))]
+    x, y = torch.stack([ex[0] for ex in first]), torch.as_tensor([int(ex[1]) for ex in first])
+    stop = EarlyStopRollback(x, y, eps=cfg["eps"], steps=run["early_stop"]["steps"], drop=run["early_stop"]["drop"],
+                             seed=cfg["seed"])
+
+    def callback(record: dict, model: torch.nn.Module) -> bool:
+        stopped = stop(record, model)
+        if logger is not None:
+            logger(record, model)
+        return stopped
+    return callback
+
+
 def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset], *, overrides: dict,
             source: str, out_dir: Path, checkpoint_dir: Path, device: torch.device, command: str,
             data_path: str | None = None, keep_checkpoint: bool = False, log: Log | None = print) -> Path:
@@ -402,12 +436,12 @@ def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset],
     history = train(model, train_set, test_set, epochs=cfg["epochs"], eps=cfg["eps"],
                     schedule=build_schedule(run, cfg["epochs"]), maximizer=build_run_maximizer(run, cfg["eps"]),
                     optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"],
-                    weight_decay=cfg["weight_decay"], lr_schedule=cfg["lr_schedule"],
+                    weight_decay=cfg["weight_decay"], lr_schedule=run.get("lr_schedule", cfg["lr_schedule"]),
                     batch_size=cfg["batch_size"], seed=cfg["seed"], device=device,
                     augment=cfg.get("augment", "none"), eval_steps=ev["pgd_steps"], eval_subset=ev["subset"],
                     eval_every=ev["every"],
                     detect_overfitting=run.get("detect_overfitting", False), checkpoint=ckpt,
-                    callback=_epoch_log(run["name"], cfg["epochs"], log))
+                    callback=_callback(cfg, run, train_set, log))
     test_eval = subset(test_set, ev["subset"])
     config.update(data_file(cfg["dataset"], data_path), train_size=len(train_set), test_size=len(test_set),
                   eval_size=len(test_eval))

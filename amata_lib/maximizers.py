@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_bool, check_choice, check_epoch, check_real
-from .attacks import LOSSES, _input_grad, ascent_step, attack_loss, fosc, pgd, pgd_start
+from .attacks import LOSSES, _input_grad, ascent_step, attack_loss, fosc, pgd, pgd_start, project
 from .errors import CheckpointError, UserError
 from .schedules import Plan
 
@@ -182,9 +182,10 @@ def _logits_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: s
 class _EarlyStopPGD(Maximizer):
     """PGD from :mod:`amata_lib.attacks` in which each example leaves the batch on a criterion.
 
-    Subclasses implement ``_reset(n, device)`` (per-call state) and
-    ``_stop(x_adv, x, y, logits, grad, idx) -> bool mask`` (which active examples stop
-    before this iteration's step). After a call, :meth:`passes` gives the work spent.
+    Subclasses implement ``_reset(x_start)`` (per-call state; ``x_start`` is the start
+    point) and ``_stop(x_adv, x, y, logits, grad, idx, k) -> bool mask`` (which active
+    examples stop before iteration ``k``'s step, ``k`` from 0), and may override
+    ``_ascend`` (the step). After a call, :meth:`passes` gives the work spent.
     """
 
     def __init__(self, eps: float, random_start: bool, loss: str) -> None:
@@ -201,22 +202,26 @@ class _EarlyStopPGD(Maximizer):
         self._passes = 0.0
         if self.eps == 0 or n == 0:
             return x.clone()
-        self._reset(n, x.device)
         x_adv = pgd_start(x, self.eps, random_start=self.random_start)
+        self._reset(x_adv.clone())
         active = torch.arange(n, device=x.device)
-        for _ in range(plan.steps):
+        for k in range(plan.steps):
             if len(active) == 0:
                 break
             xa, x0, ya = x_adv[active], x[active], y[active]
             logits, grad = self._gradient(model, xa, ya)
             self._passes += len(active) / n
-            go = ~self._stop(xa, x0, ya, logits, grad, active)
+            go = ~self._stop(xa, x0, ya, logits, grad, active, k)
             active = active[go]
-            x_adv[active] = ascent_step(xa[go], grad[go], x0[go], plan.alpha, self.eps)
+            x_adv[active] = self._ascend(xa[go], grad[go], x0[go], plan.alpha)
         return x_adv.detach()
 
-    def _reset(self, n: int, device: torch.device) -> None:
+    def _reset(self, x_start: torch.Tensor) -> None:
         """Per-call state of the stopping rule (none by default)."""
+
+    def _ascend(self, x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
+        """One step of the active examples: :func:`~amata_lib.attacks.ascent_step` by default."""
+        return ascent_step(x_adv, grad, x, alpha, self.eps)
 
     def _gradient(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         return _logits_and_grad(model, x, y, self.loss)
@@ -227,19 +232,39 @@ class _EarlyStopPGD(Maximizer):
 
 
 class FOSCMaximizer(_EarlyStopPGD):
-    """Dynamic adversarial training of Wang et al. (2019, Algorithm 1): PGD stopped by FOSC.
+    """Dynamic adversarial training of Wang et al. (2019): PGD stopped by FOSC, as their released code runs it.
 
-    Before each ascent step, an example whose :func:`fosc` value is ``<= c_t`` stops
-    (at most ``plan.steps`` steps). :meth:`start_epoch` sets the threshold by their
-    linear rule ``c_t = max(c_max - t * c_max / T', 0)`` with ``T' = t_prime_fraction *
-    epochs`` (``t`` counted from 0): a loose criterion (weak attack) early, plain PGD
+    An example whose :func:`fosc` value is ``<= c_t`` stops (at most ``plan.steps``
+    steps). :meth:`start_epoch` sets the threshold by their linear rule
+    ``c_t = max(c_max - t * c_max / T', 0)`` with ``T' = t_prime_fraction * epochs``
+    (``t`` counted from 0): a loose criterion (weak attack) early, plain PGD
     (``c_t = 0``) from epoch ``T'`` on. Before the first :meth:`start_epoch`, ``c_t = c_max``;
     the attribute ``c_t`` may also be set directly.
 
-    The check comes before every step, the first included (their Algorithm 1's loop
-    condition), so ``c_t = inf`` returns the start point after one pass. Their released
-    code instead always takes the first step, uses ``T' = 100`` of 120 epochs and
-    re-weights the outer loss per example; none of that is reproduced here.
+    The defaults follow YisenWang/dynamic_adv_training (``pgd_attack.py``,
+    ``train_models.py``): FOSC is measured from the random start point
+    (``fosc_from="start"``: ``eps * ||g||_1 - <g, x_k - x_0>``, which can be negative), the
+    first step is always taken (``first_step=True``; the check comes before every later
+    step, i.e. after every step but the last, where theirs only logs it), ``T' = 100`` of
+    their 120 epochs (``t_prime_fraction = 100 / 120``), and from the second epoch on
+    (``t >= 1``) the outer loss weights each example by its own cross-entropy at its
+    adversarial point (``weight_loss=True``: ``mean_i(CE_i.detach() * CE_i)``, their
+    Keras ``sample_weight``). ``fosc_from="clean"``, ``first_step=False``,
+    ``t_prime_fraction=0.8``, ``weight_loss=False`` give the paper's Algorithm 1 as
+    printed (FOSC from the ball's centre, Eq. 15, which is ``>= 0``; a check before every
+    step; ``T' = 0.8 T``; an unweighted loss).
+
+    Remaining differences (original | ours | why), ``train_models.py``:
+
+    * the weights come from ``model.predict`` (inference mode, an extra forward pass) |
+      from the training pass's own per-example loss, detached | no extra pass; the same
+      for networks without dropout or batch norm (LeNet, DigitsCNN).
+    * the logged loss is the weighted one | ``train_loss`` stays the plain mean CE | the
+      histories of all methods stay comparable.
+    * ``c_max = 0.5`` tuned on CIFAR-10 (3072-dimensional L1 norm) | 0.5 by default on every
+      data set | not tuned here; FOSC's scale depends on the input dimension.
+    * Keras SGD with per-iteration lr decay, softmax-output loss | the trainer's optimiser |
+      a protocol choice of each config.
 
     Parameters
     ----------
@@ -248,36 +273,69 @@ class FOSCMaximizer(_EarlyStopPGD):
     c_max : float
         Initial FOSC threshold (their CIFAR-10 value 0.5).
     t_prime_fraction : float
-        Fraction of training over which ``c_t`` decays to 0 (their ``T' = 0.8 T``).
+        Fraction of training over which ``c_t`` decays to 0 (their ``T' = 100 / 120``).
     random_start : bool
         ``True`` (default, as in their released code) starts uniformly in the ball;
-        ``False`` starts at the clean input. FOSC is always measured from the ball's
-        centre, the clean input (their code measures it from the random start).
+        ``False`` starts at the clean input.
     loss : {"ce", "cw"}
         Loss ascended and differentiated for FOSC.
+    fosc_from : {"start", "clean"}
+        The point FOSC is measured from: the start point (their code) or the clean input.
+    first_step : bool
+        Take the first step without a check (their code).
+    weight_loss : bool
+        Weight the outer loss per example by its CE from epoch ``t = 1`` on (their code).
     """
 
     name = "fosc"
+    FOSC_FROM = ("start", "clean")
 
-    def __init__(self, eps: float, c_max: float = 0.5, t_prime_fraction: float = 0.8,
-                 random_start: bool = True, loss: str = "ce") -> None:
+    def __init__(self, eps: float, c_max: float = 0.5, t_prime_fraction: float = 100 / 120,
+                 random_start: bool = True, loss: str = "ce", fosc_from: str = "start", first_step: bool = True,
+                 weight_loss: bool = True) -> None:
         super().__init__(eps, random_start, loss)
         check_real("c_max", c_max, minimum=0)
         self.t_prime_fraction = check_real("t_prime_fraction", t_prime_fraction, minimum=0, strict=True,
                                            maximum=1)
         self.c_max = float(c_max)
         self.c_t = self.c_max
+        self.fosc_from = check_choice("fosc_from", fosc_from, self.FOSC_FROM)
+        self.first_step = check_bool("first_step", first_step)
+        self.weight_loss = check_bool("weight_loss", weight_loss)
+        self.weighted = False  # whether this epoch's loss is weighted (set by start_epoch)
 
     def start_epoch(self, t: int, epochs: int) -> None:
-        """Set ``c_t = max(c_max - t * c_max / (t_prime_fraction * epochs), 0)``."""
+        """Set ``c_t = max(c_max - t * c_max / (t_prime_fraction * epochs), 0)``; weight the loss from ``t = 1``."""
         check_epoch(t, epochs)
         self.c_t = max(self.c_max - t * self.c_max / (self.t_prime_fraction * epochs), 0.0)
+        self.weighted = self.weight_loss and t >= 1
+
+    def _reset(self, x_start: torch.Tensor) -> None:
+        self._start = x_start
 
     def _gradient(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         return None, _input_grad(model, x, y, self.loss)
 
-    def _stop(self, x_adv, x, y, logits, grad, idx) -> torch.Tensor:
-        return fosc(None, x_adv, x, y, self.eps, grad=grad) <= self.c_t
+    def _stop(self, x_adv, x, y, logits, grad, idx, k) -> torch.Tensor:
+        if k == 0 and self.first_step:
+            return torch.zeros(len(idx), dtype=torch.bool, device=idx.device)
+        centre = self._start[idx] if self.fosc_from == "start" else x
+        return fosc(None, x_adv, centre, y, self.eps, grad=grad) <= self.c_t
+
+    def step(self, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+             y: torch.Tensor, plan: Plan | None, *, index: torch.Tensor | None = None,
+             loss_scale: float = 1.0) -> StepResult:
+        """The base class's step; in weighted epochs the loss is ``mean_i(CE_i.detach() * CE_i)``."""
+        if not self.weighted:
+            return super().step(net, model, optimizer, x, y, plan, index=index, loss_scale=loss_scale)
+        model.eval()
+        x_adv = self.perturb(model, x, y, plan, index)
+        net.train()
+        losses = F.cross_entropy(net(x_adv), y, reduction="none")
+        optimizer.zero_grad(set_to_none=True)
+        ((losses.detach() * losses).mean() * loss_scale).backward()
+        optimizer.step()
+        return StepResult(losses.detach().mean(), self.passes(plan) + 1)
 
 
 class FATMaximizer(_EarlyStopPGD):
@@ -300,17 +358,30 @@ class FATMaximizer(_EarlyStopPGD):
         to the fraction ``(t + 1) / epochs`` by :meth:`start_epoch` (``0`` until called).
     random_start : bool
         ``True`` (default, the uniform start of their released code) or ``False``
-        (start at the clean input). Their code also adds Gaussian noise of scale
-        0.001 to every step; this class does not (plain PGD steps).
+        (start at the clean input).
     loss : {"ce", "cw"}
         Loss ascended.
+    omega : float
+        Standard deviation of the Gaussian noise added to every step before the
+        projection (their ``omega``, default 0.001): ``x + alpha * sign(g) + omega * N(0, 1)``;
+        ``0`` gives plain PGD steps.
+
+    Remaining differences (original | ours | why), zjfheart/Friendly-Adversarial-Training
+    ``earlystop.py``, ``FAT.py``:
+
+    * passes: the examples that stop at an iteration are not counted | counted (their
+      gradient was computed) | the count is the work done.
+    * the dynamic budget by 1-based epoch thresholds 50 and 90 of 120 | the same thresholds
+      as fractions of ``epochs`` | the same for 120 epochs.
     """
 
     name = "fat"
     DYNAMIC_BUDGET = ((50 / 120, 0), (90 / 120, 1), (1.0, 2))
 
-    def __init__(self, eps: float, budget: int | str = 0, random_start: bool = True, loss: str = "ce") -> None:
+    def __init__(self, eps: float, budget: int | str = 0, random_start: bool = True, loss: str = "ce",
+                 omega: float = 0.001) -> None:
         super().__init__(eps, random_start, loss)
+        self.omega = check_real("omega", omega, minimum=0)
         ok_int = not isinstance(budget, bool) and isinstance(budget, int) and budget >= 0
         if not ok_int and budget != "dynamic":
             raise UserError(f"budget must be an integer >= 0 or 'dynamic', got {budget!r}")
@@ -323,10 +394,16 @@ class FATMaximizer(_EarlyStopPGD):
         if self.budget == "dynamic":
             self.budget_t = next(b for frac, b in self.DYNAMIC_BUDGET if (t + 1) / epochs <= frac)
 
-    def _reset(self, n: int, device: torch.device) -> None:
-        self._budget = torch.full((n,), self.budget_t, dtype=torch.long, device=device)
+    def _reset(self, x_start: torch.Tensor) -> None:
+        self._budget = torch.full((len(x_start),), self.budget_t, dtype=torch.long, device=x_start.device)
 
-    def _stop(self, x_adv, x, y, logits, grad, idx) -> torch.Tensor:
+    def _ascend(self, x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
+        """``x_adv + alpha * sign(grad) + omega * N(0, 1)``, projected onto the ball and ``[0, 1]``."""
+        if self.omega == 0:
+            return ascent_step(x_adv, grad, x, alpha, self.eps)
+        return project(x_adv + alpha * grad.sign() + self.omega * torch.randn_like(x_adv), x, self.eps)
+
+    def _stop(self, x_adv, x, y, logits, grad, idx, k) -> torch.Tensor:
         wrong = logits.argmax(1) != y
         stop = wrong & (self._budget[idx] == 0)
         self._budget[idx[wrong & ~stop]] -= 1

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_choice, check_epoch, check_int, check_real
-from .attacks import ascent_step, pgd, pgd_start, project
+from ._nn import eval_mode
+from .attacks import ascent_step, pgd, pgd_start
 from .errors import UserError
 from .maximizers import Maximizer, StepResult, need_plan
 from .schedules import Plan
@@ -46,16 +47,28 @@ def _delta_step(delta: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, alpha:
 class FreeMaximizer(Maximizer):
     """Adversarial training for free (Shafahi et al. 2019): every minibatch replayed ``m = plan.steps`` times.
 
-    Each replay is one forward+backward pass at ``x + delta`` whose gradients serve
-    twice: the parameter gradient for an optimizer step, and the input gradient for
-    ``delta <- clip(delta + plan.alpha * sign(g))`` (their step is ``alpha = eps``).
-    ``delta`` starts at zero and is carried across replays *and* minibatches (their
-    warm start); a smaller minibatch uses its first rows. It is also clipped so that
-    ``x + delta`` stays in ``[0, 1]``. The logged loss is the mean over the replays.
+    Each replay is one forward+backward pass at ``clip(x + delta, 0, 1)`` whose gradients
+    serve twice: the parameter gradient for an optimizer step, and the input gradient
+    for ``delta <- clip(delta + plan.alpha * sign(g), -eps, eps)`` (their step is
+    ``alpha = eps``). ``delta`` starts at zero and is carried across replays *and*
+    minibatches (their warm start); a smaller minibatch uses its first rows. As in
+    their code, the carried ``delta`` is clipped to the eps-ball only: the ``[0, 1]``
+    box is applied to the forward input (inside the graph, so a pixel held at the box
+    gets a zero gradient and its ``delta`` does not move), never stored into ``delta``,
+    and a new minibatch starts from the carried rows as they are. The logged loss is
+    the mean over the replays.
 
     Amata+Free: ``Amata(k_min=2, k_max=4, tau=2 * eps)`` gives ``m`` 2 -> 4 and the
     step ``eps`` -> ``eps / 2``, the paper's ImageNet setting. The carried ``delta`` is
     part of :meth:`state_dict`, so a resumed run continues exactly.
+
+    Differences from the original (original | ours | why), mahyarnajibi/FreeAdversarialTraining
+    ``main_free.py`` (the official TF code ashafahi/free_adv_train ``free_train.py`` does the same):
+
+    * ``ceil(T / m)`` epochs, lr milestones every ``ceil(30 / m)`` epochs | the epochs the
+      trainer is given | we compare methods by passes and time to a robust accuracy, not
+      by a fixed budget of clean-epoch equivalents.
+    * noise step before ``optimizer.step()`` | after it | the same gradient is used; no effect.
     """
 
     name = "free"
@@ -73,15 +86,15 @@ class FreeMaximizer(Maximizer):
         x = x.detach()
         if self.delta is None or self.delta.shape[1:] != x.shape[1:] or len(self.delta) < len(x):
             self.delta = torch.zeros_like(x)
-        delta = project(x + self.delta[:len(x)], x, self.eps) - x
+        delta = self.delta[:len(x)].clone()
         losses = []
         for _ in range(plan.steps):
             delta.requires_grad_(True)
-            loss = F.cross_entropy(net(x + delta), y)
+            loss = F.cross_entropy(net((x + delta).clamp(0.0, 1.0)), y)
             optimizer.zero_grad(set_to_none=True)
             (loss * loss_scale).backward()
             optimizer.step()
-            delta = _delta_step(delta.detach(), delta.grad, x, plan.alpha, self.eps)
+            delta = (delta.detach() + plan.alpha * delta.grad.sign()).clamp(-self.eps, self.eps)
             losses.append(loss.detach())
         self.delta[:len(x)] = delta
         return StepResult(torch.stack(losses).mean(), plan.steps)
@@ -146,6 +159,67 @@ class FastMaximizer(Maximizer):
         return 1
 
 
+class EarlyStopRollback:
+    """Wong et al.'s early stopping for Fast, as a trainer callback: ``train(..., callback=EarlyStopRollback(...))``.
+
+    After every epoch, PGD-``steps`` (step ``alpha``, default ``eps / 4``, one random start)
+    measures the accuracy on one fixed training batch ``(x, y)``. If it lies more than
+    ``drop`` (absolute; their 0.2) below the previous epoch's, the model's weights are
+    replaced by those saved after the previous epoch and the callback returns ``True``
+    (the trainer stops; its checkpoint then holds the restored weights). Each epoch's
+    accuracy goes into the record as ``early_stop_acc``; the stopping epoch's record
+    gets ``rolled_back: true`` (its ``clean_acc`` and ``robust_acc`` were measured before
+    the rollback, on the weights that were dropped). The first epoch cannot stop (their
+    previous accuracy starts at 0). The attack uses its own random stream (``seed``),
+    so the callback does not change the training trajectory.
+
+    Differences from the original (original | ours | why), locuslab/fast_adversarial
+    ``CIFAR10/train_fgsm.py`` (their ``MNIST/train_mnist.py`` has no early stopping):
+
+    * the batch is the epoch's first training minibatch (shuffled: a new one each epoch) |
+      a fixed batch given here | the callback does not see the minibatches; fixed is also
+      less noisy.
+    * the check attacks in train mode (batch-norm batch statistics, running statistics
+      updated) | eval mode, weights untouched | the trainer's rule for every attack.
+    * no resume | the callback's memory (previous accuracy and weights) is not in the
+      trainer's checkpoint: after a resume, the first epoch cannot stop.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float | None = None,
+                 steps: int = 5, drop: float = 0.2, seed: int = 0) -> None:
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or len(x) != len(y) or not len(x):
+            raise UserError("x and y must be tensors holding the same number (>= 1) of examples")
+        self.x, self.y = x.detach(), y.detach()
+        self.eps = check_real("eps", eps, minimum=0, maximum=1)
+        self.alpha = self.eps / 4 if alpha is None else check_real("alpha", alpha, minimum=0)
+        self.steps = check_int("steps", steps, minimum=1)
+        self.drop = check_real("drop", drop, minimum=0)
+        self.seed = check_int("seed", seed, minimum=0)
+        self.previous_acc: float | None = None
+        self.previous_state: dict | None = None
+
+    def robust_acc(self, model: nn.Module) -> float:
+        """PGD accuracy of ``model`` on the fixed batch, in eval mode, with this callback's own seed."""
+        with eval_mode(model) as device, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            x, y = self.x.to(device), self.y.to(device)
+            x_adv = pgd(model, x, y, eps=self.eps, alpha=self.alpha, steps=self.steps)
+            with torch.no_grad():
+                return float((model(x_adv).argmax(1) == y).float().mean())
+
+    def __call__(self, record: dict, model: nn.Module) -> bool:
+        """Measure; roll back and return ``True`` on a drop of more than ``drop``, else remember this epoch."""
+        acc = self.robust_acc(model)
+        record["early_stop_acc"] = acc
+        if self.previous_acc is not None and acc < self.previous_acc - self.drop:
+            model.load_state_dict(self.previous_state)
+            record["rolled_back"] = True
+            return True
+        self.previous_acc = acc
+        self.previous_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return False
+
+
 class _EarlyExit(Exception):
     """Raised by a forward hook to stop a forward pass after the first layer."""
 
@@ -173,11 +247,28 @@ class YOPOMaximizer(Maximizer):
     :class:`PreActResNet18` ``"conv1"``. The layer must have trainable parameters
     before or in it (its output needs a gradient).
 
-    YOPO's MNIST code sums the ``m`` gradients and sets its SGD learning rate to
-    ``0.1 / K`` with ``K = m``, which is the mean at learning rate 0.1; ``"mean"`` says so
-    directly and keeps the step size independent of ``m_t`` under Amata+YOPO. With plain
-    SGD the sum multiplies the learning rate by ``m`` (measured on ``digits``: YOPO-5-3 at
-    SGD lr 0.05, momentum 0.9 diverges with the sum and trains with the mean).
+    Gradient reduction. YOPO's MNIST code (``experiments/MNIST/YOPO-5-10/config.py``) sums
+    the ``m`` gradients in ``.grad`` and sets its SGD learning rate to ``1e-2 / K`` with
+    ``K = m`` (``0.2 / K`` on CIFAR-10): for plain SGD that is the mean at learning rate
+    0.01. ``"mean"`` (default) says so directly and keeps the step size independent of
+    ``m_t`` under Amata+YOPO (with a fixed lr, the sum would multiply it by ``m_t``);
+    ``"sum"`` with ``lr / m`` reproduces their update exactly for SGD without weight
+    decay (their weight decay ``5e-4`` acts once per step on the sum, i.e. ``m`` times
+    weaker relative to the gradient than on the mean). With Adam, nearly invariant to
+    the gradient's scale, the two agree up to Adam's ``eps``. Measured on ``digits``:
+    YOPO-5-3 at SGD lr 0.05, momentum 0.9 diverges with the sum and trains with the mean.
+
+    Differences from the original (original | ours | why),
+    a1600012888/YOPO-You-Only-Propagate-Once ``experiments/MNIST/YOPO-5-10/training_function.py``:
+
+    * the first layer's weights get the Hamiltonian gradient at the updated ``delta``, from
+      ``n`` cheap steps after every pass including the last, with an optimizer and lr
+      milestones of their own | the ordinary gradient of the ``m`` passes, no cheap steps
+      after the last | not reproduced; our ``passes`` and ``layer_passes`` count what we run.
+    * the first full pass sees ``x + delta`` unclipped to ``[0, 1]`` | the start is projected
+      onto the box | one rule for every start point.
+    * SGD ``1e-2 / K``, momentum 0.9, weight decay 5e-4, batch 256, 41 epochs, SmallCNN with
+      dropout | the trainer's settings and model | a protocol choice of each config.
 
     Amata+YOPO (the paper: raise ``K``, lower the step): ``Amata(k_min, k_max, tau)`` gives
     ``m`` rising and ``alpha = tau / m`` falling. :meth:`passes` counts the ``m`` full
@@ -280,39 +371,64 @@ class ATTAMaximizer(Maximizer):
 
     In every epoch a minibatch's examples start from their stored ``delta`` and take
     ``plan.steps`` PGD steps of ``plan.alpha`` (ATTA-K); the result is stored back and
-    trained on. At the start of every epoch ``t`` with ``t % reset == 0`` (``t`` counted
-    from 0) the store is cleared: an example without a stored ``delta`` starts uniformly
-    in the ball, as PGD does. Their method also transforms stored perturbations along
-    with data augmentation; the trainer's tensor datasets are not augmented, so this is
-    not needed here.
+    trained on. An example without a stored ``delta`` -- at its first visit and after a
+    reset -- starts *near the clean input*, at ``x + start_noise * N(0, 1)`` with
+    ``start_noise = 0.001`` (their code), not at a random point of the ball: the stored
+    perturbations build up their strength over the epochs, and a reset weakens them.
+    The store is reset before every epoch whose number counted from 1 is a multiple of
+    the period in force (their CIFAR code: with ``reset = 10``, before epochs 10, 20, ...);
+    ``reset=None`` never resets (their MNIST code).
 
-    Amata+ATTA (the paper: "reduce reset to be 2 in the first five epochs"): a reset
-    every ``early_reset`` epochs while ``t < early_epochs``, every ``reset`` epochs after.
-    The store is part of :meth:`state_dict`, so it survives a resume. The trainer passes
-    the examples' dataset indices as ``index`` (``uses_index = True``).
+    Amata+ATTA (the paper: "reduce reset to be 2 in the first five epochs"): the period
+    is ``early_reset`` in the epochs ``t < early_epochs`` (``t`` from 0) and ``reset``
+    after; ``early_reset=2, early_epochs=5`` resets before epochs 2 and 4 (from 1), so
+    the early perturbations carry at most two epochs of steps. The store is part of
+    :meth:`state_dict`, so it survives a resume. The trainer passes the examples'
+    dataset indices as ``index`` (``uses_index = True``).
+
+    Differences from the original (original | ours | why), hzzheng93/ATTA
+    ``train_atta_mnist.py``, ``train_atta_cifar.py``, ``adv_attack.py``:
+
+    * stores the adversarial image ``x_adv`` | stores ``delta = x_adv - x`` | the same
+      without augmentation.
+    * the near-clean start is not clipped to ``[0, 1]`` before the first gradient | it is
+      projected onto the ball and the box first (:func:`~amata_lib.attacks.pgd`'s start) |
+      one rule for every start point; the two differ by at most 0.001 per pixel.
+    * CIFAR: crops and flips applied to the stored 40x40 padded images and undone after
+      the attack (``adaptive_data_aug.py``) | not implemented | the trainer's tensor
+      datasets are not augmented.
+    * MNIST: ``--epochs_reset`` is read but never used (no reset) | ``reset`` as given |
+      ``reset=None`` reproduces their MNIST code; a period reproduces their CIFAR code.
     """
 
     name = "atta"
     uses_index = True
 
-    def __init__(self, eps: float, reset: int = 10, early_reset: int | None = None, early_epochs: int = 0) -> None:
+    def __init__(self, eps: float, reset: int | None = 10, early_reset: int | None = None, early_epochs: int = 0,
+                 start_noise: float = 0.001) -> None:
         super().__init__(eps)
-        self.reset = check_int("reset", reset, minimum=1)
+        self.reset = None if reset is None else check_int("reset", reset, minimum=1)
         self.early_epochs = check_int("early_epochs", early_epochs, minimum=0)
         if early_reset is not None and self.early_epochs == 0:
             raise UserError(f"early_reset={early_reset!r} has no effect with early_epochs=0; give early_epochs >= 1")
         self.early_reset = self.reset if early_reset is None else check_int("early_reset", early_reset, minimum=1)
+        self.start_noise = check_real("start_noise", start_noise, minimum=0)
         self.delta: torch.Tensor | None = None
         self.stored: torch.Tensor | None = None  # which rows of delta hold a perturbation
 
-    def reset_period(self, t: int) -> int:
-        """The reset period in force in epoch ``t``."""
+    def reset_period(self, t: int) -> int | None:
+        """The reset period in force in epoch ``t`` (from 0); ``None``: no reset."""
         return self.early_reset if t < self.early_epochs else self.reset
 
+    def resets_before(self, t: int) -> bool:
+        """Whether the store is reset before epoch ``t`` (from 0): epoch ``t + 1`` is a multiple of the period."""
+        period = self.reset_period(t)
+        return period is not None and (t + 1) % period == 0
+
     def start_epoch(self, t: int, epochs: int) -> None:
-        """Clear the store when ``t`` is a multiple of the reset period in force."""
+        """Clear the store before the epochs :meth:`resets_before` names."""
         check_epoch(t, epochs)
-        if t % self.reset_period(t) == 0 and self.stored is not None:
+        if self.resets_before(t) and self.stored is not None:
             self.stored.zero_()
 
     def _grow(self, size: int, like: torch.Tensor) -> None:
@@ -338,7 +454,7 @@ class ATTAMaximizer(Maximizer):
             raise UserError(f"index must hold integer dataset indices >= 0, got dtype {index.dtype}")
         index = index.long()
         self._grow(int(index.max()) + 1 if len(index) else 0, x)
-        fresh = torch.empty_like(x).uniform_(-self.eps, self.eps)
+        fresh = self.start_noise * torch.randn_like(x)
         keep = self.stored[index].view(-1, *([1] * (x.dim() - 1)))
         x_adv = pgd(model, x, y, eps=self.eps, alpha=plan.alpha, steps=plan.steps,
                     start=x + torch.where(keep, self.delta[index], fresh))

@@ -54,7 +54,7 @@ from .maximizers import Clean, Maximizer, PGDMaximizer
 from .schedules import Plan, Schedule
 
 OPTIMIZERS = ("sgd", "adam")
-LR_SCHEDULES = ("constant", "multistep", "cosine")
+LR_SCHEDULES = ("constant", "multistep", "cosine", "cyclic")
 Callback = Callable[[dict, nn.Module], Any]
 FOLLOW_AUGMENTATION = "follow_augmentation"
 """Name of the optional maximizer hook for per-example state under augmentation.
@@ -112,16 +112,55 @@ def make_optimizer(model: nn.Module, optimizer: str, lr: float, momentum: float,
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
-def make_lr_schedule(opt: torch.optim.Optimizer, lr_schedule: str, epochs: int
-                     ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-epoch learning-rate schedule: constant, multistep (x0.1 at 50 % and 75 % of epochs), cosine."""
+class LRSchedule:
+    """A torch learning-rate scheduler and when the trainer steps it: after every minibatch or every epoch."""
+
+    def __init__(self, scheduler: torch.optim.lr_scheduler.LRScheduler, per_batch: bool) -> None:
+        self.scheduler, self.per_batch = scheduler, per_batch
+
+    def after_batch(self) -> None:
+        """Called after every parameter step of a minibatch."""
+        if self.per_batch:
+            self.scheduler.step()
+
+    def after_epoch(self) -> None:
+        """Called after every epoch."""
+        if not self.per_batch:
+            self.scheduler.step()
+
+    def state_dict(self) -> dict:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state)
+
+
+def cyclic_factor(k: int, epochs: int, batches: int) -> float:
+    """Wong et al.'s cyclic rate for minibatch ``k`` (from 0) as a fraction of the peak ``lr``.
+
+    Their ``MNIST/train_mnist.py``: ``np.interp(t, [0, epochs * 2 // 5, epochs], [0, lr_max, 0])``
+    at ``t = epoch + (i + 1) / batches``, set before minibatch ``i``'s step: a triangle from 0
+    up to ``lr`` at 2/5 of training and down to 0 at its end. (Their CIFAR-10
+    ``train_fgsm.py`` peaks at the middle instead.)
+    """
+    return float(np.interp((k + 1) / batches, [0, epochs * 2 // 5, epochs], [0.0, 1.0, 0.0]))
+
+
+def make_lr_schedule(opt: torch.optim.Optimizer, lr_schedule: str, epochs: int, batches: int = 1) -> LRSchedule:
+    """Learning-rate schedule: constant, multistep (x0.1 at 50 % and 75 % of epochs), cosine (per epoch),
+    or cyclic (per minibatch, :func:`cyclic_factor`; ``batches`` minibatches per epoch)."""
     check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
+    if lr_schedule == "cyclic":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: cyclic_factor(k, epochs, batches))
+        return LRSchedule(scheduler, per_batch=True)
     if lr_schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
-    if lr_schedule == "multistep":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
+    elif lr_schedule == "multistep":
         milestones = sorted({max(1, epochs // 2), max(1, (3 * epochs) // 4)})
-        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
-    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+    else:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    return LRSchedule(scheduler, per_batch=False)
 
 
 def _tidy(passes: float) -> int | float:
@@ -251,7 +290,7 @@ class Run:
     model: nn.Module
     net: nn.Module  # the model as trained: wrapped by DDP under torchrun
     optimizer: torch.optim.Optimizer
-    lr_schedule: torch.optim.lr_scheduler.LRScheduler
+    lr_schedule: LRSchedule
     shuffle_gen: torch.Generator
     maximizer: Maximizer
     device: torch.device
@@ -284,6 +323,7 @@ def _run_epoch(run: Run, feed: Callable, plan: Plan | None, sizes: list[int], *,
         scale = len(y) * world / sizes[b]
         with autocast:
             out = run.maximizer.step(run.net, run.model, run.optimizer, x, y, plan, index=index, loss_scale=scale)
+        run.lr_schedule.after_batch()
         work.append(out.passes * len(y))
         layer_work.append(out.layer_passes * len(y))
         loss_sum += out.loss.float() * len(y)
@@ -379,7 +419,9 @@ def train(
         :class:`PGDMaximizer` with ``eps`` (or :class:`Clean` for ERM). Each minibatch
         goes to its :meth:`~amata_lib.maximizers.Maximizer.step`.
     optimizer, lr, momentum, weight_decay, lr_schedule
-        Outer optimiser (``sgd`` or ``adam``) and its per-epoch learning-rate schedule.
+        Outer optimiser (``sgd`` or ``adam``) and its learning-rate schedule
+        (:func:`make_lr_schedule`): ``constant``, ``multistep`` and ``cosine`` change it
+        per epoch, ``cyclic`` (Wong et al.'s triangle, peak ``lr``) per minibatch.
     batch_size, seed, device
         Global minibatch size (under ``torchrun`` each of N processes takes a
         contiguous 1/N of it); seed of shuffling and random starts (seed the weights'
@@ -425,7 +467,8 @@ def train(
     -------
     list of dict
         One record per epoch, identical on every process: ``epoch``, ``steps``, ``alpha``
-        (0 for ERM), ``lr``, ``epoch_time`` and cumulative ``time`` (seconds of training,
+        (0 for ERM), ``lr`` (the optimiser's rate as the epoch ends: the epoch's rate, for
+        ``cyclic`` the next minibatch's), ``epoch_time`` and cumulative ``time`` (seconds of training,
         evaluation excluded, CUDA-synchronised; the slowest process under ``torchrun``),
         cumulative ``passes`` (global-minibatch forward+backward passes; a pass on part of a
         minibatch counts as that fraction; for YOPO also cumulative ``layer_passes``, its
@@ -481,7 +524,8 @@ def _train_locked(model: nn.Module, train_set: Dataset, test_set: Dataset, sched
     if o["channels_last"]:
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, o["optimizer"], o["lr"], o["momentum"], o["weight_decay"])
-    run = Run(model, model, opt, make_lr_schedule(opt, o["lr_schedule"], epochs),
+    sizes = _global_sizes(len(train_set), o["batch_size"])
+    run = Run(model, model, opt, make_lr_schedule(opt, o["lr_schedule"], epochs, len(sizes)),
               torch.Generator().manual_seed(o["seed"]), maximizer, dev)
     history: list[dict] = []
     if ckpt is not None and ckpt.exists():
@@ -494,7 +538,6 @@ def _train_locked(model: nn.Module, train_set: Dataset, test_set: Dataset, sched
     if o["augment"] != "none" and callable(getattr(maximizer, FOLLOW_AUGMENTATION, None)):
         getattr(maximizer, FOLLOW_AUGMENTATION)(feed.augmentation)
     test_part = to_device(distributed.shard_dataset(subset(test_set, o["eval_subset"]), rank, world), dev)
-    sizes = _global_sizes(len(train_set), o["batch_size"])
     eval_alpha = 2.5 * o["eps"] / o["eval_steps"] if o["eval_alpha"] is None else o["eval_alpha"]
     for t in range(len(history), epochs):
         plan = schedule(t) if schedule is not None else None
@@ -507,7 +550,7 @@ def _train_locked(model: nn.Module, train_set: Dataset, test_set: Dataset, sched
         if bar is not None:
             bar.close()
         record = _record(t, plan, totals, opt.param_groups[0]["lr"], history, maximizer.counts_layer_passes)
-        run.lr_schedule.step()
+        run.lr_schedule.after_epoch()
         if o["detect_overfitting"]:
             record["fgsm_acc"] = record["catastrophic_overfitting"] = None
         if (t + 1) % o["eval_every"] == 0 or t + 1 == epochs:

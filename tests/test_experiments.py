@@ -255,7 +255,10 @@ def test_plus_configs_pair_each_method_with_its_amata_change():
         assert plans["amata-yopo-2-5"][-1].alpha == pytest.approx(plans[yopo_name][-1].alpha, rel=1e-2)
         atta = build_run_maximizer(runs["amata-atta-1"], eps)
         assert isinstance(atta, ATTAMaximizer)
-        assert [atta.reset_period(t) for t in range(7)] == [2] * 5 + [10] * 2
+        assert [atta.reset_period(t) for t in range(7)] == [2] * 5 + [None] * 2
+        assert [t + 1 for t in range(cfg["epochs"]) if atta.resets_before(t)] == [2, 4]  # then never (their MNIST)
+        fast = [r for r in cfg["runs"] if r["maximizer"] == "fast"]
+        assert fast and all(r["lr_schedule"] == "cyclic" and r["early_stop"]["drop"] == 0.2 for r in fast)
 
 
 @pytest.mark.parametrize("field, value, match", [
@@ -285,3 +288,8 @@ def test_plus_experiment_runs_and_records_overfitting_checks(tmp_path, monkeypat
     assert [h["steps"] for h in yopo["history"]] == [2, 4] and yopo["history"][-1]["passes"] == 3 * (2 + 4)
     assert "fgsm_acc" not in yopo["history"][0]
     assert "FGSM" in capsys.readouterr().out
+    # the Fast runs: cyclic lr per minibatch (3 per epoch; 2 epochs peak at 2 * 2 // 5 = 0: the rate falls
+    # from the start, 1 - t / 2 at t = (k + 1) / 3 for the next minibatch k = 3, then 0)
+    # and early stopping's PGD accuracy in every record
+    assert [h["lr"] for h in fast["history"]] == pytest.approx([0.05 / 3, 0.0])
+    assert all(0 <= h["early_stop_acc"] <= 1 for h in fast["history"])

@@ -64,13 +64,93 @@ def test_fosc_is_zero_at_the_aligned_corner_and_positive_elsewhere():
 def test_fosc_infinite_threshold_returns_the_start_after_one_pass(erm_model, batch):
     model, _ = erm_model
     x, y = batch
-    m = FOSCMaximizer(EPS)
+    m = FOSCMaximizer(EPS, first_step=False)  # the paper's Algorithm 1: a check before every step
     m.c_t = float("inf")
     torch.manual_seed(3)
     x_adv = m(model, x, y, Plan(7, 0.05))
     torch.manual_seed(3)
     assert torch.equal(x_adv, pgd(model, x, y, eps=EPS, alpha=0.05, steps=0))
     assert m.passes(Plan(7, 0.05)) == 1.0  # the gradient FOSC needs at the start point
+
+
+def test_fosc_always_takes_the_first_step_as_their_code(erm_model, batch):
+    """YisenWang/dynamic_adv_training pgd_attack.py: the first step is taken by every example."""
+    model, _ = erm_model
+    x, y = batch
+    m = FOSCMaximizer(EPS)
+    m.c_t = float("inf")
+    torch.manual_seed(3)
+    x_adv = m(model, x, y, Plan(7, 0.05))
+    torch.manual_seed(3)
+    assert torch.equal(x_adv, pgd(model, x, y, eps=EPS, alpha=0.05, steps=1))
+    assert m.passes(Plan(7, 0.05)) == 2.0  # the first step, then the check at the new point
+
+
+def test_fosc_matches_their_perturb_loop(erm_model, batch):
+    """Their perturb(): FOSC = eps * |g|_1 - <g, x_k - x_start> with x_start the random start; first step always;
+    after each step, an example whose FOSC at the new point is <= c stops moving."""
+    model, _ = erm_model
+    x, y = batch
+    steps, alpha, c = 6, 0.05, 0.5
+    torch.manual_seed(7)
+    ours = FOSCMaximizer(EPS)
+    ours.c_t = c
+    out = ours(model, x, y, Plan(steps, alpha))
+    torch.manual_seed(7)
+    x_adv = pgd(model, x, y, eps=EPS, alpha=alpha, steps=0)  # the same uniform start
+    x_start = x_adv.clone()
+    moving = torch.ones(len(x), dtype=torch.bool)
+    for k in range(steps):
+        g = torch.autograd.grad(nn.functional.cross_entropy(model(x_adv.requires_grad_(True)), y,
+                                                            reduction="sum"), x_adv)[0]
+        x_adv = x_adv.detach()
+        if k > 0:  # their control_indicator, set from the FOSC after the previous step
+            value = EPS * g.flatten(1).abs().sum(1) - ((x_adv - x_start).flatten(1) * g.flatten(1)).sum(1)
+            moving &= value > c
+        stepped = torch.min(torch.max(x_adv + alpha * g.sign(), x - EPS), x + EPS).clamp(0, 1)
+        x_adv = torch.where(moving.view(-1, 1, 1, 1), stepped, x_adv)
+    assert torch.allclose(out, x_adv, atol=1e-6)
+    assert 0 < moving.float().mean() < 1  # the example mixes stopped and moving examples
+
+
+def test_fosc_weights_the_loss_per_example_from_the_second_epoch(digits):
+    """Their train_models.py: sample_weight = each example's CE at its adversarial point, from epoch 1 (from 0)."""
+    x, y = digits[0].tensors[0][:32], digits[0].tensors[1][:32]
+    torch.manual_seed(0)
+    ours, ref = DigitsCNN(), DigitsCNN()
+    ref.load_state_dict(ours.state_dict())
+    opt_ours, opt_ref = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (ours, ref))
+    fosc_max = FOSCMaximizer(EPS)
+    fosc_max.start_epoch(1, 10)
+    torch.manual_seed(2)
+    fosc_max.step(ours, ours, opt_ours, x, y, Plan(3, 0.05))
+    torch.manual_seed(2)
+    x_adv = FOSCMaximizer(EPS, weight_loss=False)(ref.eval(), x, y, Plan(3, 0.05))
+    ce = nn.functional.cross_entropy(ref.train()(x_adv), y, reduction="none")
+    opt_ref.zero_grad()
+    (ce.detach() * ce).mean().backward()
+    opt_ref.step()
+    for p, q in zip(ours.parameters(), ref.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+    fosc_max.start_epoch(0, 10)
+    assert not fosc_max.weighted  # epoch 0: unweighted
+
+
+def test_fat_adds_gaussian_noise_to_every_step(pgd_model, batch):
+    """zjfheart/Friendly-Adversarial-Training earlystop.py: x + step * sign(g) + omega * N(0, 1), then projected."""
+    model, _ = pgd_model
+    x, y = batch
+    torch.manual_seed(9)
+    out = FATMaximizer(EPS, budget=100, random_start=False)(model, x, y, Plan(3, 0.05))
+    torch.manual_seed(9)
+    x_adv = x.clone()
+    for _ in range(3):
+        g = torch.autograd.grad(nn.functional.cross_entropy(model(x_adv.requires_grad_(True)), y,
+                                                            reduction="sum"), x_adv)[0]
+        x_adv = x_adv.detach() + 0.05 * g.sign() + 0.001 * torch.randn_like(x_adv)
+        x_adv = torch.min(torch.max(x_adv, x - EPS), x + EPS).clamp(0, 1)
+    assert torch.allclose(out, x_adv, atol=1e-6)
+    assert not torch.equal(out, pgd(model, x, y, eps=EPS, alpha=0.05, steps=3, random_start=False))
 
 
 def test_fosc_never_stopping_is_pgd(erm_model, batch):
@@ -117,7 +197,7 @@ def test_start_epoch_sets_linear_threshold():
 def test_fat_with_large_tau_is_pgd(pgd_model, batch):
     model, _ = pgd_model
     x, y = batch
-    m = FATMaximizer(EPS, budget=100, random_start=False)
+    m = FATMaximizer(EPS, budget=100, random_start=False, omega=0)
     assert torch.equal(m(model, x, y, Plan(6, 0.05)), pgd(model, x, y, eps=EPS, alpha=0.05, steps=6,
                                                           random_start=False))
     assert m.passes(Plan(6, 0.05)) == 6.0
@@ -131,7 +211,7 @@ def test_fat_tau_zero_stops_at_first_misclassified_iterate(pgd_model, batch):
     with torch.no_grad():
         wrong = torch.stack([model(it).argmax(1) != y for it in iterates[:K]])  # checked before each step
     first_wrong = torch.where(wrong.any(0), wrong.float().argmax(0), torch.full_like(y, K))
-    m = FATMaximizer(EPS, budget=0, random_start=False)
+    m = FATMaximizer(EPS, budget=0, random_start=False, omega=0)
     x_adv = m(model, x, y, Plan(K, 0.05))
     assert 0 < (first_wrong < K).sum() < len(y)  # the check is exercised both ways
     expected = torch.stack([iterates[k][i] for i, k in enumerate(first_wrong.tolist())])

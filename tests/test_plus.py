@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch.utils.data import Subset, TensorDataset
 
 from amata_lib import Amata, Constant, DigitsCNN, Plan, build_maximizer, train
-from amata_lib.attacks import _input_grad
+from amata_lib.attacks import _input_grad, pgd
 from amata_lib.history import catastrophic_overfitting
 from amata_lib.plus import ATTAMaximizer, FastMaximizer, FreeMaximizer, YOPOMaximizer
 
@@ -94,15 +94,49 @@ def test_atta_carries_perturbations_across_calls_and_resets():
     again = atta(model, x, y, Plan(1, 1e-6), index=idx)
     assert (again - first).abs().max() <= 1e-6 + 1e-7
     assert [atta.reset_period(t) for t in range(6)] == [2, 2, 2, 4, 4, 4]
-    atta.start_epoch(1, 10)
-    assert atta.stored[idx].all()  # epoch 1: no reset
-    atta.start_epoch(2, 10)  # 2 % 2 == 0 during the early epochs: cleared
+    atta.start_epoch(0, 10)
+    assert atta.stored[idx].all()  # epoch 1 (from 1): no reset
+    atta.start_epoch(1, 10)  # epoch 2 is a multiple of the early period 2: cleared
     assert not atta.stored.any()
     atta(model, x, y, Plan(1, 0.05), index=idx)
-    atta.start_epoch(3, 10)  # 3 % 4 != 0: kept
+    atta.start_epoch(2, 10)  # epoch 3: kept
     assert atta.stored[idx].all()
-    atta.start_epoch(4, 10)
+    atta.start_epoch(3, 10)  # epoch 4, period 4: cleared
     assert not atta.stored.any()
+
+
+def test_atta_starts_and_restarts_near_clean_as_their_code():
+    """hzzheng93/ATTA: the store starts (and every reset restarts) at x + 0.001 * N(0, 1)."""
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    x, y = _batch(8)
+    idx = torch.arange(8)
+    atta = ATTAMaximizer(EPS, reset=2)
+    torch.manual_seed(5)
+    out = atta(model, x, y, Plan(1, 0.05), index=idx)
+    torch.manual_seed(5)
+    start = x + 0.001 * torch.randn_like(x)
+    assert torch.equal(out, pgd(model, x, y, eps=EPS, alpha=0.05, steps=1, start=start))
+    assert (out - x).abs().max() <= 0.05 + 0.006  # near clean after one step (noise < 6 sd), not a random point
+    atta.start_epoch(0, 4)  # epoch 1 of period 2: kept
+    assert atta.stored.all()
+    atta.start_epoch(1, 4)  # epoch 2: reset
+    torch.manual_seed(6)
+    again = atta(model, x, y, Plan(1, 0.05), index=idx)
+    torch.manual_seed(6)
+    start = x + 0.001 * torch.randn_like(x)
+    assert torch.equal(again, pgd(model, x, y, eps=EPS, alpha=0.05, steps=1, start=start))
+
+
+def test_atta_resets_before_the_1_based_epochs_multiple_of_the_period():
+    """Their CIFAR code: reset when ``epoch % epochs_reset == 0``, epochs from 1; their MNIST code never resets."""
+    def resets(atta, epochs):
+        return [t + 1 for t in range(epochs) if atta.resets_before(t)]
+
+    assert resets(ATTAMaximizer(EPS, reset=10), 38) == [10, 20, 30]  # their CIFAR run: 38 epochs, reset 10
+    assert resets(ATTAMaximizer(EPS, reset=None), 60) == []  # their MNIST run
+    assert resets(ATTAMaximizer(EPS, reset=None, early_reset=2, early_epochs=5), 15) == [2, 4]  # Amata+ATTA
+    assert resets(ATTAMaximizer(EPS, reset=10, early_reset=2, early_epochs=5), 15) == [2, 4, 10]
 
 
 def test_atta_needs_indices_and_a_tensor_dataset(digits):
@@ -141,6 +175,39 @@ def test_free_replays_m_times_with_one_pass_and_one_step_each():
     counter.inputs.clear()
     free.step(model, model, opt, x[:8], y[:8], Plan(1, EPS))
     assert torch.allclose(counter.inputs[0], (x[:8] + carried[:8]).clamp(0, 1))
+
+
+def test_free_matches_their_main_free_loop():
+    """mahyarnajibi/FreeAdversarialTraining main_free.py: the forward input is clamp(x + noise, 0, 1), the
+    carried noise is clipped to [-eps, eps] only, so it may leave the box while no forward input does."""
+    m, eps = 3, 0.3
+    xs = [0.05 + 0.9 * (torch.rand(6, 1, 8, 8) > 0.5).float() for _ in range(2)]  # near 0 or 1: the box binds
+    ys = [torch.randint(0, 10, (6,)) for _ in range(2)]
+    torch.manual_seed(0)
+    ours = DigitsCNN()
+    theirs = DigitsCNN()
+    theirs.load_state_dict(ours.state_dict())
+    opt_ours = torch.optim.SGD(ours.parameters(), lr=0.1)
+    opt_theirs = torch.optim.SGD(theirs.parameters(), lr=0.1)
+    counter = Counter(ours, opt_ours)
+    free = FreeMaximizer(eps)
+    noise = torch.zeros_like(xs[0])  # their global_noise_data
+    for x, y in zip(xs, ys):
+        free.step(ours, ours, opt_ours, x, y, Plan(m, eps))
+        for _ in range(m):
+            noise_batch = noise.clone().requires_grad_(True)
+            inp = (x + noise_batch).clamp(0, 1.0)
+            loss = F.cross_entropy(theirs(inp), y)
+            opt_theirs.zero_grad()
+            loss.backward()
+            noise = (noise + eps * noise_batch.grad.sign()).clamp(-eps, eps)
+            opt_theirs.step()
+        assert torch.equal(free.delta, noise)
+    for p, q in zip(ours.parameters(), theirs.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+    assert free.delta.abs().max() <= eps
+    assert ((xs[-1] + free.delta < 0) | (xs[-1] + free.delta > 1)).any()  # the carried delta leaves the box
+    assert all(inp.min() >= 0 and inp.max() <= 1 for inp in counter.inputs)  # the forward input never does
 
 
 def test_yopo_counts_full_and_cheap_passes_and_steps_once():
@@ -326,18 +393,21 @@ def test_free_steps_delta_up_the_loss():
     x, y = _batch()
     free = FreeMaximizer(EPS)
     free.step(model, model, opt, x, y, Plan(1, 0.05))
-    assert torch.allclose(x + free.delta, _signed_step(model, x, x, y, 0.05))
+    assert torch.equal(free.delta, (0.05 * _input_grad(model, x, y, "ce").sign()).clamp(-EPS, EPS))
 
 
 def test_fast_and_atta_step_up_the_loss():
     torch.manual_seed(0)
     model = DigitsCNN().eval()
     x, y = _batch()
-    for maximizer, extra in ((FastMaximizer(EPS), {}), (ATTAMaximizer(EPS), {"index": torch.arange(len(x))})):
+    starts = (lambda: (x + torch.empty_like(x).uniform_(-EPS, EPS)).clamp(0, 1),  # Fast: uniform
+              lambda: (x + 0.001 * torch.randn_like(x)).clamp(0, 1))  # ATTA: near clean
+    for (maximizer, extra), draw in zip(((FastMaximizer(EPS), {}),
+                                         (ATTAMaximizer(EPS), {"index": torch.arange(len(x))})), starts):
         torch.manual_seed(5)
         x_adv = maximizer(model, x, y, Plan(1, 0.1), **extra)
-        torch.manual_seed(5)  # the same uniform start the method drew
-        start = (x + torch.empty_like(x).uniform_(-EPS, EPS)).clamp(0, 1)
+        torch.manual_seed(5)  # the same start the method drew
+        start = draw()
         assert torch.allclose(x_adv, _signed_step(model, start, x, y, 0.1)), type(maximizer).__name__
 
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from amata_lib import Amata, Constant, DigitsCNN, train
-from amata_lib.training import select_device
+from amata_lib import Amata, Constant, DigitsCNN, pgd, train
+from amata_lib.training import make_lr_schedule, select_device
 
 
 def test_erm_is_not_robust(erm_model):
@@ -104,3 +104,83 @@ def test_select_device_auto_is_cpu_without_accelerator():
     if not torch.cuda.is_available():
         assert select_device("auto").type in ("cpu", "mps")
     assert select_device("cpu") == torch.device("cpu")
+
+
+def test_cyclic_lr_is_wongs_per_iteration_triangle():
+    """locuslab/fast_adversarial MNIST/train_mnist.py: lr = interp(epoch + (i + 1) / n, [0, 2T // 5, T], [0, lr, 0])."""
+    import numpy as np
+    epochs, batches, lr = 5, 4, 0.2
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    schedule = make_lr_schedule(opt, "cyclic", epochs, batches)
+    seen = []
+    for _epoch in range(epochs):
+        for _i in range(batches):
+            seen.append(opt.param_groups[0]["lr"])
+            opt.step()
+            schedule.after_batch()
+        schedule.after_epoch()  # does nothing for a per-minibatch schedule
+    theirs = [np.interp(epoch + (i + 1) / batches, [0, epochs * 2 // 5, epochs], [0, lr, 0])
+              for epoch in range(epochs) for i in range(batches)]
+    assert seen == pytest.approx(theirs, abs=1e-12)
+    assert max(seen) == pytest.approx(lr) and seen[-1] == pytest.approx(0)
+
+
+def test_cyclic_run_resumes_to_the_same_result(digits, tmp_path):
+    def run(ckpt=None, callback=None):
+        torch.manual_seed(3)
+        model = DigitsCNN()
+        history = train(model, *digits, epochs=3, eps=0.2, schedule=Constant(1, 0.1, 3), lr_schedule="cyclic",
+                        checkpoint=ckpt, callback=callback, eval_every=3)
+        return model, history
+
+    ref_model, ref = run()
+    assert [r["lr"] for r in ref][-1] == pytest.approx(0)
+
+    def crash(rec, model):
+        if rec["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "c.pt", crash)
+    model, history = run(tmp_path / "c.pt")
+    assert [r["lr"] for r in history] == [r["lr"] for r in ref]
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_early_stop_rolls_back_to_the_previous_epochs_weights(digits):
+    """Wong et al.'s CIFAR10/train_fgsm.py --early-stop: a drop of more than 0.2 stops and keeps the weights
+    saved after the previous epoch."""
+    from amata_lib.plus import EarlyStopRollback
+
+    class Scripted(EarlyStopRollback):
+        accs = [0.5, 0.6, 0.35]
+
+        def robust_acc(self, model):
+            weights.append({k: v.clone() for k, v in model.state_dict().items()})
+            return self.accs[len(weights) - 1]
+
+    weights = []
+    x, y = digits[0].tensors[0][:64], digits[0].tensors[1][:64]
+    torch.manual_seed(0)
+    model = DigitsCNN()
+    history = train(model, *digits, epochs=5, eps=0.2, schedule=Constant(1, 0.1, 5), eval_every=5,
+                    callback=Scripted(x, y, eps=0.2))
+    assert len(history) == 3 and history[-1]["stopped"] and history[-1]["rolled_back"]
+    assert [r["early_stop_acc"] for r in history] == [0.5, 0.6, 0.35]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, weights[1][k]) and not torch.equal(v, weights[2][k]) or v.dtype == torch.long
+
+
+def test_early_stop_measures_pgd_on_the_fixed_batch_without_touching_the_trajectory(erm_model):
+    from amata_lib.plus import EarlyStopRollback
+
+    model, _ = erm_model
+    x, y = torch.rand(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    stop = EarlyStopRollback(x, y, eps=0.2, steps=5)
+    state = torch.get_rng_state()
+    record = {}
+    assert stop(record, model) is False and torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(0)
+    x_adv = pgd(model.eval(), x, y, eps=0.2, alpha=0.05, steps=5)
+    assert record["early_stop_acc"] == float((model(x_adv).argmax(1) == y).float().mean())
