@@ -32,8 +32,8 @@ does not depend on the pixels) it measures
   with the reason, when it is not installed) or a plain perturbation loop in the style of
   Kolter & Madry's adversarial-robustness tutorial (written here: ``delta`` with
   ``requires_grad``, ``loss.backward()``, signed step, clipping; like the tutorial it does
-  not switch the model to ``eval()`` and its ``backward()`` also fills the weights'
-  gradients, which LeNet, without batch norm or dropout, does not notice otherwise). The
+  not switch the model to ``eval()``, which makes no difference to LeNet (no batch norm,
+  no dropout), and its ``backward()`` also computes the weights' gradients). The
   contenders run in one process, alternating (the order rotates every repeat), each on a
   fresh identically initialised model; reported are every wall time, the medians and
   ``ours / peer`` of the medians (and the median of the per-repeat ratios, less sensitive
