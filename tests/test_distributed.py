@@ -208,7 +208,7 @@ def test_two_processes_equal_one_process_with_the_global_batch(digits, tmp_path)
     torch.manual_seed(0)
     ref_pgd = DigitsCNN()
     train(ref_pgd, *digits, **_pgd_config())
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     # bookkeeping is identical on every rank
     assert ranks[0]["history"] == ranks[1]["history"]
     for name, value in ranks[0]["state"].items():
@@ -270,7 +270,7 @@ def test_own_step_methods_train_data_parallel(tmp_path):
     """Free and YOPO take their own parameter steps through DDP (with the trainer's loss scaling for the
     uneven last minibatch, 3 = 2 + 1): two processes equal one process with the global batch."""
     mp.spawn(_plus_worker, args=(2, _free_port(), tmp_path), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"plus{r}.pt", weights_only=False) for r in range(2)]
+    ranks = [torch.load(tmp_path / f"plus{r}.pt", weights_only=True) for r in range(2)]
     ref = _plus_runs()
     for name in ("free", "yopo"):
         (h0, s0), (h1, s1) = ranks[0][name], ranks[1][name]

@@ -309,7 +309,7 @@ def test_carried_state_survives_a_resume(digits, tmp_path, name, schedule):
     ckpt = tmp_path / "run.pt"
     with pytest.raises(KeyboardInterrupt):
         run(ckpt, crash)
-    saved = torch.load(ckpt, weights_only=False)["maximizer"]
+    saved = torch.load(ckpt, weights_only=True)["maximizer"]
     assert saved["delta"] is not None and saved["delta"].abs().max() > 0
     model, maximizer, history = run(ckpt)
     assert [h["train_loss"] for h in history] == [h["train_loss"] for h in ref]
