@@ -74,6 +74,7 @@ class Maximizer:
     name = "maximizer"
     uses_index = False
     counts_layer_passes = False
+    follows_augmentation = False
 
     def __init__(self, eps: float) -> None:
         self.eps = check_real("eps", eps, minimum=0, maximum=1)
@@ -111,6 +112,13 @@ class Maximizer:
     def start_epoch(self, t: int, epochs: int) -> None:
         """Called before epoch ``t`` (from 0) of ``epochs``; for methods whose state follows the epoch."""
         check_epoch(t, epochs)
+
+    def follow_augmentation(self, current: Any) -> None:
+        """Receive, once before augmented training, ``current()`` -> the epoch's crops and flips.
+
+        Methods with per-example state set ``follows_augmentation = True`` and keep
+        ``current`` (see :data:`amata_lib.training.FOLLOW_AUGMENTATION`); the default ignores it.
+        """
 
     def check_model(self, model: nn.Module) -> None:
         """Raise :class:`UserError` if this method cannot run on ``model`` (checked before training)."""

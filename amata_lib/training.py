@@ -59,8 +59,9 @@ Callback = Callable[[dict, nn.Module], Any]
 FOLLOW_AUGMENTATION = "follow_augmentation"
 """Name of the optional maximizer hook for per-example state under augmentation.
 
-With ``train(..., augment="crop-flip")``, a maximizer that defines
-``follow_augmentation(current)`` is called once before training with ``current``, a
+With ``train(..., augment="crop-flip")``, every maximizer's ``follow_augmentation(current)``
+(a no-op in :class:`~amata_lib.maximizers.Maximizer`; methods with per-example state set
+``follows_augmentation = True`` and override it) is called once before training with ``current``, a
 function of no arguments returning the :class:`~amata_lib.data.CropFlip` of the epoch
 being fed. In ``perturb``/``step``, ``current().of(index)`` gives the minibatch's
 ``(offsets, flips)``: the same crop and flip the batch ``x`` went through, so a stored
@@ -250,7 +251,7 @@ def _check_inputs(model: nn.Module, maximizer: Maximizer, train_set: Dataset, te
         raise UserError(f"augment={augment!r} crops and flips image tensors on the device: it needs a "
                         f"TensorDataset train_set of images N x C x H x W, got {type(train_set).__name__} "
                         f"with examples of shape {tuple(x.shape)}")
-    if augment != "none" and maximizer.uses_index and not callable(getattr(maximizer, FOLLOW_AUGMENTATION, None)):
+    if augment != "none" and maximizer.uses_index and not maximizer.follows_augmentation:
         raise UserError(f"maximizer {type(maximizer).__name__} stores one perturbation per example, which would "
                         f"not follow augment={augment!r}'s crops and flips (it has no {FOLLOW_AUGMENTATION} "
                         f"hook); train it with augment='none'")
@@ -535,8 +536,8 @@ def _train_locked(model: nn.Module, train_set: Dataset, test_set: Dataset, sched
     if world > 1:
         run.net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     feed = epoch_feed(train_set, o["batch_size"], run.shuffle_gen, dev, rank, world, o["seed"], o["augment"])
-    if o["augment"] != "none" and callable(getattr(maximizer, FOLLOW_AUGMENTATION, None)):
-        getattr(maximizer, FOLLOW_AUGMENTATION)(feed.augmentation)
+    if o["augment"] != "none":
+        maximizer.follow_augmentation(feed.augmentation)
     test_part = to_device(distributed.shard_dataset(subset(test_set, o["eval_subset"]), rank, world), dev)
     eval_alpha = 2.5 * o["eps"] / o["eval_steps"] if o["eval_alpha"] is None else o["eval_alpha"]
     for t in range(len(history), epochs):

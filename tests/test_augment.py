@@ -131,6 +131,7 @@ class Following(PGDMaximizer):
     """PGD that checks, for every minibatch, that the hook's parameters are the batch's crops."""
 
     uses_index = True
+    follows_augmentation = True
 
     def __init__(self, eps, data):
         super().__init__(eps)
