@@ -77,8 +77,8 @@ def check_pixels(name: str, x: torch.Tensor) -> None:
                         f"got {type(x).__name__}{'' if not isinstance(x, torch.Tensor) else ' of ' + str(x.dtype)}")
     if x.numel() == 0:
         return
-    low, high = (float(v) for v in torch.aminmax(x.detach()))
-    if math.isnan(low) or math.isnan(high) or bool(torch.isnan(x).any()):
+    low, high = torch.stack(torch.aminmax(x.detach())).tolist()  # one reduction, one sync; NaN propagates
+    if math.isnan(low) or math.isnan(high):
         raise UserError(f"{name} holds NaN values; pixels must be numbers in [0, 1]")
     if low < 0 or high > 1:
         raise UserError(f"{name} must hold pixels in [0, 1] (normalise inside the model), got values in "
