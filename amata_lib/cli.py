@@ -26,6 +26,7 @@ from .experiments import (
     build_run_maximizer,
     build_schedule,
     data_file,
+    experiment_verdict,
     load_config,
     run_experiment,
     spec_error,
@@ -35,6 +36,7 @@ from .registry import MAXIMIZERS
 from .results import finished_result, load_run, save_run
 from .schedules import METHODS, ROUNDINGS, Schedule, relative_cost
 from .training import LR_SCHEDULES, OPTIMIZERS, seed_everything, select_device, train
+from .verdict import format_verdict
 
 DEFAULT_EPS = {"digits": 0.2, "mnist": 0.3, "cifar10": 8 / 255}
 NOT_SETTINGS = ("func", "command", "progress", "keep_checkpoint", "name", "out", "checkpoint", "device",
@@ -279,6 +281,11 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
         return 0
     if a.name is None:
         raise UserError("give an experiment NAME or --list (see 'python -m amata_lib experiment --help')")
+    if a.verdict:
+        print(format_verdict(experiment_verdict(a.name, train_subset=a.train_subset, epochs=a.epochs,
+                                                eval_subset=a.eval_subset, autoattack_n=a.autoattack_n,
+                                                out_dir=a.out_dir)))
+        return 0
     runs = [r for r in a.runs.split(",") if r] if a.runs else None
     paths = run_experiment(a.name, runs=runs, train_subset=a.train_subset, epochs=a.epochs,
                            eval_subset=a.eval_subset, autoattack_n=a.autoattack_n, seed=a.seed, device=a.device,
@@ -352,7 +359,10 @@ def _experiment_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--autoattack-n", type=COUNT, default=None,
                    help="final report (clean, PGD, CW, AutoAttack) on the first N of those")
     e.add_argument("--seed", type=_number(minimum=0, kind=int), default=None,
-                   help="another seed than the config's (results go to NAME[-reduced]-seedN)")
+                   help="only this seed (default: the config's, or every seed of its protocol); a seed other than "
+                        "the config's writes to NAME[-reduced]-seedN")
+    e.add_argument("--verdict", action="store_true",
+                   help="print the verdict of the config's protocol from the stored results and exit (no training)")
     g = e.add_argument_group("machine and files")
     g.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ... (default: auto)")
     g.add_argument("--data-path", default=None, help="mnist: .npz with x_train, y_train, x_test, y_test "

@@ -63,6 +63,7 @@ from .schedules import (
     make_schedule,
 )
 from .training import LR_SCHEDULES, OPTIMIZERS, select_device, train
+from .verdict import ProtocolSpec, collect, format_verdict, verdict
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 SCHEDULE_PARAMS = ("k", "alpha", "k_min", "k_max", "tau", "rounding", "stages")
@@ -124,6 +125,12 @@ class EarlyStopSpec(_Spec):
 
     drop: Annotated[Number, Field(le=1)] = 0.2
     steps: Count = 5
+
+
+class WarmupSpec(_Spec):
+    """Clean (ERM) epochs shared by every row before its schedule starts (same seed: same weights)."""
+
+    epochs: Count
 
 
 class RunSpec(_Spec):
@@ -200,9 +207,24 @@ class ExperimentSpec(_Spec):
     weight_decay: Number
     seed: Annotated[int, Field(ge=0)]
     augment: Literal[AUGMENTATIONS] | None = None
+    train_subset: Count | None = None
+    warmup: WarmupSpec | None = None
     eval: EvalSpec
     runs: Annotated[list[RunSpec], Field(min_length=1)]
+    protocol: ProtocolSpec | None = None
     choices: list[str]
+
+    @model_validator(mode="after")
+    def _protocol_fits(self) -> ExperimentSpec:
+        if self.protocol is None:
+            return self
+        names = [r.name for r in self.runs]
+        unknown = [n for n in [self.protocol.reference, *self.protocol.compare] if n not in names]
+        if unknown:
+            raise ValueError(f"protocol names runs {unknown} that are not in runs {names}")
+        if self.seed != self.protocol.seeds[0]:
+            raise ValueError(f"seed must be the protocol's first seed {self.protocol.seeds[0]}, got {self.seed}")
+        return self
 
 
 def _location(loc: tuple) -> str:
@@ -241,7 +263,11 @@ def validate_config(raw: Any, source: str = "config") -> dict:
         spec = ExperimentSpec.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {spec_error(exc)}") from None
-    out = spec.model_dump(exclude={"runs", "augment"})
+    # Fields added later are stored only when given, so results written before them keep matching.
+    out = spec.model_dump(exclude={"runs", "augment", "train_subset", "warmup", "protocol"})
+    for key in ("train_subset", "warmup", "protocol"):
+        if getattr(spec, key) is not None:
+            out[key] = getattr(spec, key).model_dump() if key != "train_subset" else spec.train_subset
     augment = spec.augment or default_augment(spec.dataset)
     if augment != "none":  # only then, so results written before augmentation existed keep matching
         out["augment"] = augment
@@ -371,10 +397,14 @@ def final_report(model: torch.nn.Module, test_eval: TensorDataset, cfg: dict) ->
     """Clean, PGD (with restarts), CW and AutoAttack accuracy of the finished model.
 
     All four on the first ``eval.autoattack_n`` examples of the evaluation subset,
-    seeded by the config's seed, so a resumed run reports the same numbers.
+    seeded by the config's seed, so a resumed run reports the same numbers. AutoAttack
+    runs ``eval.autoattack_attacks`` (standard when unset), except for the protocol's
+    ``autoattack_standard_seeds``, which get the standard ensemble.
     """
     ev = cfg["eval"]
     attacks = ev["autoattack_attacks"]
+    if cfg["seed"] in cfg.get("protocol", {}).get("autoattack_standard_seeds", []):
+        attacks = None
     return robustness_report(model, test_eval, eps=cfg["eps"], pgd_steps=ev["pgd_steps"],
                              pgd_restarts=ev["pgd_restarts"], cw_steps=ev["cw_steps"],
                              autoattack_n=min(ev["autoattack_n"], len(test_eval)),
@@ -415,6 +445,26 @@ def _callback(cfg: dict, run: dict, train_set: TensorDataset, log: Log | None) -
     return callback
 
 
+def _warmup(model: torch.nn.Module, cfg: dict, datasets: tuple[TensorDataset, TensorDataset],
+            device: torch.device, log: Log | None, name: str) -> dict:
+    """Train ``model`` on clean data for the config's ``warmup.epochs``; return its cost.
+
+    Every row of a seed starts from the same weights (the warm-up is deterministic given
+    the seed), and a resumed run repeats it to rebuild the initial weights its checkpoint
+    was made from (seconds: clean epochs cost one pass per minibatch). Evaluated on 100
+    test images only; its time and passes are added to every row's cost to target.
+    """
+    history = train(model, *datasets, epochs=cfg["warmup"]["epochs"], eps=cfg["eps"], optimizer=cfg["optimizer"],
+                    lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
+                    batch_size=cfg["batch_size"], seed=cfg["seed"], device=device, eval_steps=1, eval_subset=100,
+                    progress=False)
+    last = history[-1]
+    if log:
+        log(f"[{name}] warm-up: {last['epoch']} clean epoch(s), clean accuracy {100 * last['clean_acc']:.1f}% "
+            f"on 100 test images, {last['time']:.1f}s")
+    return {"epochs": last["epoch"], "time": last["time"], "passes": last["passes"]}
+
+
 def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset], *, overrides: dict,
             source: str, out_dir: Path, checkpoint_dir: Path, device: torch.device, command: str,
             data_path: str | None = None, keep_checkpoint: bool = False, log: Log | None = print) -> Path:
@@ -432,6 +482,7 @@ def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset],
     train_set, test_set = datasets
     torch.manual_seed(cfg["seed"])
     model = models.build(cfg["model"])
+    warmup = _warmup(model, cfg, datasets, device, log, run["name"]) if "warmup" in cfg else None
     ev = cfg["eval"]
     history = train(model, train_set, test_set, epochs=cfg["epochs"], eps=cfg["eps"],
                     schedule=build_schedule(run, cfg["epochs"]), maximizer=build_run_maximizer(run, cfg["eps"]),
@@ -446,6 +497,8 @@ def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset],
     config.update(data_file(cfg["dataset"], data_path), train_size=len(train_set), test_size=len(test_set),
                   eval_size=len(test_eval))
     report = final_report(model, test_eval, cfg)
+    if warmup is not None:
+        report["warmup"] = warmup
     save_run(out, config=config, history=history, seed=cfg["seed"], dataset=cfg["dataset"], device=device,
              command=command, report=report)
     if not keep_checkpoint:
@@ -486,8 +539,9 @@ def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: in
         Reduced-scale overrides (see :func:`with_overrides`); results then go to
         ``<experiment>-reduced`` and record them.
     seed : int, optional
-        Another seed than the config's (weights, shuffling, random starts); results go
-        to ``<experiment>[-reduced]-seed<N>``.
+        Only this seed (weights, shuffling, random starts); results of a seed other than
+        the config's go to ``<experiment>[-reduced]-seed<N>``. Default: the config's seed,
+        or every seed of its ``protocol``, after which the verdict is logged.
     device, data_path, data_root, download
         As for :func:`amata_lib.train` and :func:`amata_lib.load`.
     out_dir, checkpoint_dir : path
@@ -499,16 +553,44 @@ def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: in
         Receives one line per epoch and per run (``None``: silent).
     """
     source = name if name.endswith(".json") else f"amata_lib/configs/{name}.json"
-    cfg, overrides = with_overrides(load_config(name), train_subset=train_subset, epochs=epochs,
-                                    eval_subset=eval_subset, autoattack_n=autoattack_n, seed=seed)
-    chosen = select_runs(cfg, runs)
+    base = load_config(name)
+    seeds = [seed] if seed is not None else base.get("protocol", {}).get("seeds", [base["seed"]])
     dev = select_device(device)
-    train_set, test_set = load(cfg["dataset"], path=data_path, root=data_root, download=download)
-    train_set = subset(train_set, train_subset)
-    command = command_line(name, runs=runs, overrides=overrides, data_path=data_path, out_dir=out_dir)
-    return [run_one(cfg, run, (train_set, test_set), overrides=overrides, source=source, out_dir=Path(out_dir),
-                    checkpoint_dir=Path(checkpoint_dir), device=dev, command=command, data_path=data_path,
-                    keep_checkpoint=keep_checkpoints, log=log) for run in chosen]
+    train_set, test_set = load(base["dataset"], path=data_path, root=data_root, download=download)
+    train_set = subset(train_set, train_subset if train_subset is not None else base.get("train_subset"))
+    paths = []
+    for s in seeds:
+        cfg, overrides = with_overrides(base, train_subset=train_subset, epochs=epochs, eval_subset=eval_subset,
+                                        autoattack_n=autoattack_n, seed=s)
+        chosen = select_runs(cfg, runs)
+        command = command_line(name, runs=runs, overrides=overrides, data_path=data_path, out_dir=out_dir)
+        if log and len(seeds) > 1:
+            log(f"seed {s} ({seeds.index(s) + 1} of {len(seeds)})")
+        paths += [run_one(cfg, run, (train_set, test_set), overrides=overrides, source=source, out_dir=Path(out_dir),
+                          checkpoint_dir=Path(checkpoint_dir), device=dev, command=command, data_path=data_path,
+                          keep_checkpoint=keep_checkpoints, log=log) for run in chosen]
+    if log and "protocol" in base and seed is None and runs is None:
+        log(format_verdict(experiment_verdict(name, train_subset=train_subset, epochs=epochs,
+                                              eval_subset=eval_subset, autoattack_n=autoattack_n, out_dir=out_dir)))
+    return paths
+
+
+def experiment_verdict(name: str, *, train_subset: int | None = None, epochs: int | None = None,
+                       eval_subset: int | None = None, autoattack_n: int | None = None,
+                       out_dir: str | Path = "data/results") -> dict:
+    """The verdict of experiment ``name``'s protocol on its stored results (see :func:`amata_lib.verdict.verdict`).
+
+    The overrides select the reduced-scale results the same way :func:`run_experiment` stored them.
+    """
+    base = load_config(name)
+    if "protocol" not in base:
+        raise ConfigError(f"experiment {base['name']!r} has no protocol, so it carries no verdict")
+    folders = {}
+    for s in base["protocol"]["seeds"]:
+        cfg, overrides = with_overrides(base, train_subset=train_subset, epochs=epochs, eval_subset=eval_subset,
+                                        autoattack_n=autoattack_n, seed=s)
+        folders[s] = Path(out_dir) / folder_name(cfg, overrides)
+    return verdict(base["protocol"], collect(folders))
 
 
 # ----------------------------------------------------------------------------- reading results

@@ -55,6 +55,28 @@ class DigitsCNN(nn.Module):
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
 
+class SmallMNIST(nn.Module):
+    """Wong et al.'s small MNIST CNN (``mnist_net`` of locuslab/fast_adversarial): about 4x cheaper than LeNet.
+
+    conv 1->16 4x4 stride 2 pad 1, conv 16->32 4x4 stride 2 pad 1, fc 1568->100, fc 100->10,
+    ReLU activations, logits out. The first ReLU is the module ``relu1`` (YOPO's first
+    layer is ``conv1 + relu1``). One forward+backward pass of 64 MNIST images took
+    8.6 ms against LeNet's 36.6 ms on one thread of this project's 2-core AMD EPYC.
+    """
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 4, stride=2, padding=1)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(16, 32, 4, stride=2, padding=1)
+        self.fc1 = nn.Linear(32 * 7 * 7, 100)
+        self.fc2 = nn.Linear(100, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv2(self.relu1(self.conv1(x))))
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std`` inside the model, so attacks work in pixel units."""
 
@@ -110,12 +132,12 @@ class PreActResNet18(nn.Module):
         return self.linear(out.flatten(1))
 
 
-MODELS = {"lenet": LeNet, "digits_cnn": DigitsCNN, "preact_resnet18": PreActResNet18}
+MODELS = {"lenet": LeNet, "mnist_small": SmallMNIST, "digits_cnn": DigitsCNN, "preact_resnet18": PreActResNet18}
 DEFAULT_MODEL = {"digits": "digits_cnn", "mnist": "lenet", "cifar10": "preact_resnet18"}
 
 
 def build(name: str, num_classes: int = 10) -> nn.Module:
-    """Model by name: ``lenet``, ``digits_cnn`` or ``preact_resnet18``."""
+    """Model by name: ``lenet``, ``mnist_small``, ``digits_cnn`` or ``preact_resnet18``."""
     if name not in MODELS:
         raise UserError(f"model must be one of {sorted(MODELS)}, got {name!r}")
     return MODELS[name](num_classes)
