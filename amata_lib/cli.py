@@ -33,7 +33,7 @@ from .experiments import (
 )
 from .history import epoch_line
 from .registry import MAXIMIZERS
-from .results import finished_result, load_run, save_run
+from .results import device_name, finished_result, load_run, save_run
 from .schedules import METHODS, ROUNDINGS, Schedule, relative_cost
 from .training import LR_SCHEDULES, OPTIMIZERS, seed_everything, select_device, train
 from .verdict import format_verdict
@@ -281,6 +281,12 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
         return 0
     if a.name is None:
         raise UserError("give an experiment NAME or --list (see 'python -m amata_lib experiment --help')")
+    if a.estimate:
+        from .estimate import estimate, format_estimate, pass_seconds
+        cfg = load_config(a.name)
+        dev = select_device(a.device)
+        print(format_estimate(cfg, estimate(cfg, pass_seconds(cfg, dev)), f"{dev.type} ({device_name(dev)})"))
+        return 0
     if a.verdict:
         print(format_verdict(experiment_verdict(a.name, train_subset=a.train_subset, epochs=a.epochs,
                                                 eval_subset=a.eval_subset, autoattack_n=a.autoattack_n,
@@ -325,7 +331,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=_number(minimum=0, kind=int), default=0,
                    help="seed of init, shuffling and random starts (default: 0)")
     g.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ... (default: auto)")
-    g.add_argument("--amp", action="store_true", help="bf16 autocast for training on CUDA")
+    g.add_argument("--amp", action="store_true",
+                   help="bf16 autocast for training (CUDA, or a CPU: faster there only with avx512_bf16 or AMX; "
+                        "evaluation stays fp32)")
     g.add_argument("--channels-last", action="store_true",
                    help="channels_last memory format (faster conv nets on tensor-core GPUs)")
     g = t.add_argument_group("evaluation after each epoch")
@@ -361,6 +369,9 @@ def _experiment_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--seed", type=_number(minimum=0, kind=int), default=None,
                    help="only this seed (default: the config's, or every seed of its protocol); a seed other than "
                         "the config's writes to NAME[-reduced]-seedN")
+    e.add_argument("--estimate", action="store_true",
+                   help="print the passes every row will take and the hours they take on --device (a pass of the "
+                        "config's model timed there) and exit (no training)")
     e.add_argument("--verdict", action="store_true",
                    help="print the verdict of the config's protocol from the stored results and exit (no training)")
     g = e.add_argument_group("machine and files")

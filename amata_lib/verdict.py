@@ -10,8 +10,9 @@ The rules (all per seed, paired: seed ``s`` of a row and of the reference share 
 initial weights, shuffling and random starts):
 
 * **target** -- ``fixed``: ``value``; ``reference-final-minus``: the mean over seeds of
-  the reference's last evaluated robust accuracy minus ``margin`` (the issue's "PGD-K_max's
-  final robust accuracy minus 2 points");
+  the reference's last evaluated robust accuracy minus ``margin`` ("PGD-K_max's final
+  robust accuracy minus 2 points"), and 0 if that is negative (a reference that never
+  became robust: then every run reaches the target at its first evaluation);
 * **cost to target** -- the cumulative training cost (passes or seconds, a shared
   warm-up included) at the first evaluated epoch at or above the target (``hit:
   first``), or from which the run stays above it (``hit: stay``); ``inf`` if never;
@@ -130,7 +131,7 @@ def derive_target(protocol: ProtocolSpec, reference_runs: Sequence[dict]) -> flo
     if protocol.target.rule == "fixed":
         return protocol.target.value
     finals = [final_robust_acc(r) for r in reference_runs]
-    return float(np.mean(finals)) - protocol.target.margin
+    return max(0.0, float(np.mean(finals)) - protocol.target.margin)
 
 
 def cost_to_target(result: dict, target: float, *, measure: str = "passes", hit: str = "first") -> float:

@@ -91,7 +91,7 @@ def test_evaluation_does_not_change_trajectory(digits):
 @pytest.mark.parametrize("kwargs, name", [
     (dict(epochs=0), "epochs"), (dict(eps=-1.0), "eps"), (dict(lr=0.0), "lr"),
     (dict(batch_size=0), "batch_size"), (dict(optimizer="rmsprop"), "optimizer"),
-    (dict(lr_schedule="linear"), "lr_schedule"), (dict(amp=True, device="cpu"), "amp"),
+    (dict(lr_schedule="linear"), "lr_schedule"),
     (dict(schedule=Constant(2, 0.1, 1)), "schedule covers"), (dict(device="gpu0"), "device"),
 ])
 def test_bad_training_arguments(digits, kwargs, name):
@@ -184,3 +184,22 @@ def test_early_stop_measures_pgd_on_the_fixed_batch_without_touching_the_traject
     torch.manual_seed(0)
     x_adv = pgd(model.eval(), x, y, eps=0.2, alpha=0.05, steps=5)
     assert record["early_stop_acc"] == float((model(x_adv).argmax(1) == y).float().mean())
+
+
+def test_bf16_autocast_on_the_cpu_trains_within_tolerance_of_fp32(digits):
+    """amp=True runs the attack and the step in bf16 on the CPU; robustness stays near fp32's.
+
+    Tolerance: 6 points of PGD-10 accuracy on 200 test images after 8 epochs of PGD-3
+    (measured gap on this project's AVX2 EPYC: see the note of issue 15); the two runs
+    differ (bf16 really ran) but land close.
+    """
+    runs = {}
+    for amp in (False, True):
+        torch.manual_seed(0)
+        runs[amp] = train(DigitsCNN(), *digits, epochs=8, eps=0.2, schedule=Constant(3, 0.1, 8), amp=amp,
+                          device="cpu", eval_steps=10, eval_subset=200)
+    fp32, bf16 = runs[False][-1], runs[True][-1]
+    assert fp32["train_loss"] != bf16["train_loss"]
+    assert abs(fp32["robust_acc"] - bf16["robust_acc"]) <= 0.06
+    assert abs(fp32["clean_acc"] - bf16["clean_acc"]) <= 0.06
+    assert bf16["robust_acc"] > 0.2  # it learned: an untrained DigitsCNN scores near 0 under PGD-10

@@ -1,0 +1,218 @@
+"""The verdict protocol: target rule, cost to target, paired bootstrap intervals, verdict words, and the CLI."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from amata_lib import models
+from amata_lib.data import load
+from amata_lib.errors import UserError
+from amata_lib.experiments import CONFIG_DIR, ConfigError, _warmup, experiment_verdict, load_config
+from amata_lib.verdict import (
+    ProtocolSpec,
+    bootstrap_interval,
+    cost_to_target,
+    derive_target,
+    format_verdict,
+    verdict,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOL = {"seeds": [0, 1, 2], "reference": "pgd", "compare": ["amata"],
+            "target": {"rule": "reference-final-minus", "margin": 0.02}}
+
+
+def run(accs, passes_per_epoch, pgd=0.5, aa=None, warmup=None, steps=10):
+    """A stored run: robust accuracy per epoch, a constant cost per epoch (time = passes / 100)."""
+    history = [{"epoch": i + 1, "steps": steps, "robust_acc": a, "passes": passes_per_epoch * (i + 1),
+                "time": passes_per_epoch * (i + 1) / 100} for i, a in enumerate(accs)]
+    report = {"pgd": pgd, "autoattack": aa}
+    if warmup:
+        report["warmup"] = warmup
+    return {"history": history, "report": report}
+
+
+def test_bootstrap_interval_mean_and_ends():
+    assert bootstrap_interval([0.5, 0.5, 0.5]) == (0.5, 0.5, 0.5)
+    mean, lo, hi = bootstrap_interval([1.0, 2.0, 3.0, 4.0], resamples=20000)
+    assert mean == 2.5 and 1.0 <= lo < 2.5 < hi <= 4.0
+    # the ends are resampled means (order statistics, no interpolation): multiples of 1/4 here
+    assert (4 * lo).is_integer() and (4 * hi).is_integer()
+    # a wider spread gives a wider interval; the same seed gives the same interval
+    assert bootstrap_interval([0.0, 2.0, 4.0, 6.0]) == bootstrap_interval([0.0, 2.0, 4.0, 6.0])
+    narrow, wide = bootstrap_interval([2.0, 3.0]), bootstrap_interval([0.0, 5.0])
+    assert wide[2] - wide[1] > narrow[2] - narrow[1]
+
+
+def test_bootstrap_interval_with_inf_and_bad_input():
+    mean, lo, hi = bootstrap_interval([0.5, 0.5, math.inf])
+    assert mean == math.inf and lo == 0.5 and hi == math.inf
+    with pytest.raises(UserError, match="NaN"):
+        bootstrap_interval([0.5, float("nan")])
+    with pytest.raises(UserError, match="at least one"):
+        bootstrap_interval([])
+
+
+def test_target_rules():
+    refs = [run([0.3, 0.5], 10), run([0.3, 0.7], 10)]
+    assert derive_target(ProtocolSpec.model_validate(PROTOCOL), refs) == pytest.approx(0.58)
+    fixed = ProtocolSpec.model_validate(dict(PROTOCOL, target={"rule": "fixed", "value": 0.4}))
+    assert derive_target(fixed, refs) == 0.4
+    assert derive_target(ProtocolSpec.model_validate(PROTOCOL), [run([0.0, 0.01], 10)]) == 0.0  # not below 0
+
+
+@pytest.mark.parametrize("target, match", [
+    ({"rule": "fixed"}, "needs 'value'"),
+    ({"rule": "fixed", "value": 0.4, "margin": 0.02}, "not 'margin'"),
+    ({"rule": "reference-final-minus", "margin": 2}, "less than or equal to 1"),
+    ({"rule": "median"}, "Input should be 'fixed'"),
+])
+def test_bad_target_is_refused(target, match):
+    with pytest.raises(ValueError, match=match):
+        ProtocolSpec.model_validate(dict(PROTOCOL, target=target))
+
+
+def test_cost_to_target_first_stay_warmup_and_never():
+    r = run([0.2, 0.6, 0.4, 0.7], 100, warmup={"passes": 30, "time": 0.3})
+    assert cost_to_target(r, 0.5) == 200 + 30  # first epoch at the target, plus the warm-up
+    assert cost_to_target(r, 0.5, hit="stay") == 400 + 30  # from epoch 4 on it stays above
+    assert cost_to_target(r, 0.5, measure="time") == pytest.approx(2.3)
+    assert cost_to_target(r, 0.9) == math.inf
+    with pytest.raises(UserError, match="measure"):
+        cost_to_target(r, 0.5, measure="flops")
+
+
+def test_verdict_faster_and_within_the_papers_range():
+    # Amata reaches 0.58 (= mean final 0.60 of the reference - 2 points) after 2 epochs of 45 passes,
+    # the reference after 2 epochs of 100: ratio 0.45 on every seed.
+    runs = {s: {"pgd": run([0.3, 0.6], 100, pgd=0.50 + s / 100),
+                "amata": run([0.3, 0.6], 45, pgd=0.51 + s / 100, steps=5)} for s in (0, 1, 2)}
+    v = verdict(PROTOCOL, runs)
+    row = v["rows"]["amata"]
+    assert v["target"] == pytest.approx(0.58)
+    assert row["ratio"] == pytest.approx((0.45, 0.45, 0.45))
+    assert (row["speed"], row["paper"]) == ("faster", "within the paper's range")
+    assert row["pgd_diff"] == pytest.approx((0.01, 0.01, 0.01)) and row["robust"] == "as robust"
+    assert row["k_used"] == [5, 5] and row["reached"] == 3
+    text = format_verdict(v)
+    assert "target: robust accuracy 58.0%" in text and "0.45 [0.45, 0.45] -> faster" in text
+
+
+def test_verdict_slower_less_robust_and_missed_seeds():
+    runs = {s: {"pgd": run([0.6, 0.6], 100, pgd=0.5), "amata": run([0.3, 0.6], 100, pgd=0.4)} for s in (0, 1)}
+    runs[2] = {"pgd": run([0.6, 0.6], 100, pgd=0.5), "amata": run([0.3, 0.3], 100, pgd=0.4)}  # never reaches
+    row = verdict(PROTOCOL, runs)["rows"]["amata"]
+    assert row["reached"] == 2 and row["ratio"][0] == math.inf and row["ratio"][1] == 2.0
+    assert (row["speed"], row["paper"]) == ("slower", "slower than the paper's range")
+    assert row["robust"] == "less robust"
+
+
+def test_verdict_names_missing_results():
+    runs = {0: {"pgd": run([0.6], 10), "amata": run([0.6], 5)}, 1: {"pgd": run([0.6], 10)}}
+    with pytest.raises(UserError, match=r"amata \(seed 1\), pgd \(seed 2\), amata \(seed 2\)"):
+        verdict(PROTOCOL, runs)
+
+
+def _raw(name):
+    return json.loads((CONFIG_DIR / f"{name}.json").read_text())
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: c["protocol"].update(reference="pgd-40"), r"protocol names runs \['pgd-40'\]"),
+    (lambda c: c["protocol"].update(compare=["pgd-10"]), "must not contain the reference"),
+    (lambda c: c.update(seed=3), "seed must be the protocol's first seed 0"),
+    (lambda c: c["protocol"].update(seeds=[0, 0]), "seeds must differ"),
+    (lambda c: c["protocol"].update(autoattack_standard_seeds=[11]), r"\[11\] are not among the seeds"),
+    (lambda c: c["protocol"].update(verdict="faster"), "has unknown keys"),
+])
+def test_bad_protocol_in_a_config_names_the_field(tmp_path, edit, match):
+    raw = _raw("digits-verdict")
+    edit(raw)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=match):
+        load_config(str(path))
+
+
+def test_shipped_protocols_fix_their_rules_before_any_run():
+    for name in ("digits-verdict", "mnist-verdict-10k", "mnist-table1-protocol"):
+        p = load_config(name)["protocol"]
+        assert len(p["seeds"]) >= 5 and p["target"]["rule"] and p["measure"] in ("passes", "time"), name
+    assert len(load_config("digits-verdict")["protocol"]["seeds"]) == 10
+    table1 = load_config("mnist-table1-protocol")
+    assert table1["protocol"]["reference"] == "pgd-40" and "train_subset" not in table1  # the paper's full scale
+
+
+def test_warmup_is_the_same_for_every_row_of_a_seed():
+    """Every row of a seed starts from the same weights after the shared clean warm-up."""
+    train_set, test_set = load("digits")
+    cfg = dict(load_config("digits-verdict"), warmup={"epochs": 1})
+    states = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = models.build("digits_cnn")
+        cost = _warmup(model, cfg, (train_set, test_set), torch.device("cpu"), None, "row")
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert cost["epochs"] == 1 and cost["passes"] == int(np.ceil(len(train_set) / cfg["batch_size"]))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    torch.manual_seed(0)
+    assert not torch.equal(models.build("digits_cnn").conv1.weight, states[0]["conv1.weight"])  # it trained
+
+
+def test_protocol_experiment_runs_every_seed_and_prints_the_verdict(tmp_path):
+    """`python -m amata_lib experiment CONFIG` runs each seed of the protocol, then prints the verdict,
+    and `--verdict` reprints it from the stored results without training."""
+    raw = _raw("digits-verdict")
+    raw.update(name="tiny-verdict", epochs=2, warmup={"epochs": 1})
+    raw["runs"] = raw["runs"][:2]
+    raw["protocol"].update(seeds=[0, 1], compare=["amata-2-10"], autoattack_standard_seeds=[])
+    raw["eval"].update(subset=40, autoattack_n=20, pgd_steps=3, cw_steps=3, pgd_restarts=1)
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(raw))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    args = [sys.executable, "-m", "amata_lib", "experiment", str(config), "--train-subset", "256",
+            "--out-dir", str(tmp_path / "res"), "--checkpoint-dir", str(tmp_path / "ck")]
+    first = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert "seed 1 (2 of 2)" in first.stdout and "target: robust accuracy" in first.stdout
+    assert sorted(p.parent.name + "/" + p.name for p in (tmp_path / "res").rglob("*.json")) == [
+        "tiny-verdict-reduced-seed1/amata-2-10.json", "tiny-verdict-reduced-seed1/pgd-10.json",
+        "tiny-verdict-reduced/amata-2-10.json", "tiny-verdict-reduced/pgd-10.json"]
+    stored = json.loads((tmp_path / "res/tiny-verdict-reduced/pgd-10.json").read_text())
+    assert stored["report"]["warmup"]["epochs"] == 1 and stored["config"]["protocol"]["seeds"] == [0, 1]
+    again = subprocess.run(args + ["--verdict"], capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr
+    v = experiment_verdict(str(config), train_subset=256, out_dir=tmp_path / "res")
+    assert again.stdout.strip() == format_verdict(v)
+    assert format_verdict(v) in first.stdout
+
+
+def test_planned_passes_count_schedule_warmup_and_evaluations():
+    from amata_lib.estimate import estimate, planned_passes
+    cfg = load_config("mnist-verdict-10k")
+    rows = planned_passes(cfg)
+    batches = math.ceil(10000 / 64)
+    assert rows["pgd-10"]["train"] == 5 * batches * (1 + 16 * 11)  # warm-up + 16 epochs of K + 1 passes
+    amata_cost = sum(round(2 + 8 * t / 16 + 1e-9) + 1 for t in range(16))  # round half up, as the schedule
+    assert rows["amata-2-10"]["train"] == 5 * batches * (1 + amata_cost)
+    # per seed: 16 evaluations of PGD-20 on 1,000 images, then PGD-20 and CW-20 with 2 restarts on 1,000
+    assert rows["pgd-2"]["eval"] == pytest.approx(5 * (16 * 1000 * 21 + 1000 * 2 * 42) / 64)
+    est = estimate(cfg, 0.01)
+    assert est["rows"]["pgd-10"]["hours"] == pytest.approx((rows["pgd-10"]["train"] + rows["pgd-10"]["eval"])
+                                                           * 0.01 / 3600)
+
+
+def test_estimate_from_the_command_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-m", "amata_lib", "experiment", "digits-verdict", "--estimate",
+                          "--device", "cpu"], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "10 seed(s); one pass measured at" in lines[0] and len(lines) == 1 + 4 + 1
+    assert lines[-1].strip().startswith("total:") and not list(tmp_path.iterdir())  # nothing written
