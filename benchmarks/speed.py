@@ -40,8 +40,15 @@ does not depend on the pixels) it measures
   to load that changes during the run), with the forward passes each contender made on training
   minibatches (counted by a hook, so the work is checked to be the same).
 
+* ``bf16``: one LeNet PGD-10 training minibatch (10 attack passes and one step,
+  :func:`amata_lib.train`'s ``amp``) in bf16 autocast over the same in fp32, alternating,
+  on every device, with whether the CPU has bf16 instructions
+  (:func:`amata_lib.training.cpu_has_bf16`): on a CPU without them bf16 is emulated and
+  slower (5.4 x on this project's AVX2-only EPYC).
+
 Precision: ``fp32`` (no TF32 anywhere), ``tf32`` (TF32 matmuls and convolutions, the
-default on CUDA), ``bf16`` (``train(amp=True)``: bf16 autocast for attack and step).
+default on CUDA; CUDA only), ``bf16`` (``train(amp=True)``: bf16 autocast for attack and
+step; CUDA or CPU).
 
     python benchmarks/speed.py                                  # CPU, small sizes
     python benchmarks/speed.py --device cuda --out data/benchmarks/h100-tf32.json
@@ -113,10 +120,10 @@ def peak(device: torch.device, precision: str, n: int, repeats: int) -> dict:
 
 
 def set_precision(device: torch.device, precision: str) -> None:
-    """TF32 switches for CUDA; the CPU benchmark runs in fp32 only."""
+    """TF32 switches for CUDA; elsewhere fp32 or bf16 autocast (no TF32)."""
     if device.type != "cuda":
-        if precision != "fp32":
-            raise ValueError(f"precision must be 'fp32' on {device.type}, got {precision!r}")
+        if precision == "tf32":
+            raise ValueError(f"precision 'tf32' needs CUDA, got device {device.type!r}")
         return
     tf32 = precision != "fp32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -397,6 +404,33 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
+def bf16_ratio(device: torch.device, batch: int, repeats: int) -> dict:
+    """Time of one LeNet PGD-10 training minibatch in bf16 autocast over fp32 (alternating, medians)."""
+    from amata_lib.maximizers import PGDMaximizer
+    from amata_lib.schedules import Plan
+    from amata_lib.training import cpu_has_bf16
+    torch.manual_seed(0)
+    model = LeNet().to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.rand(batch, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    maximizer, plan = PGDMaximizer(0.3), Plan(10, 0.03)
+    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for i in range(repeats + 1):
+        for name in ("fp32", "bf16"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=name == "bf16"):
+                synchronize(device)
+                t0 = time.perf_counter()
+                maximizer.step(model, model, opt, x, y, plan)
+                synchronize(device)
+            if i:  # the first round warms up
+                times[name].append(time.perf_counter() - t0)
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    return {"batch_size": batch, "repeats": repeats, "times_s": times, "median_s": med,
+            "bf16_over_fp32": med["bf16"] / med["fp32"],
+            "cpu_has_bf16": cpu_has_bf16() if device.type == "cpu" else None}
+
+
 def main(argv: list[str] | None = None) -> dict:
     a = parse(argv)
     torch.set_num_threads(a.threads)
@@ -416,6 +450,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if not a.no_versus:
         result["versus"] = versus(a.versus_n_images, a.batch_size, a.repeats, device)
+    result["bf16"] = bf16_ratio(device, a.batch_size, a.repeats)
     result["settings"]["load_average_1min"] = [load_before[0], os.getloadavg()[0]]
     for name, r in result["models"].items():
         m = r["micro"]
@@ -436,6 +471,9 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{v['forward_passes_per_epoch']['amata_lib']} vs {v['forward_passes_per_epoch'][peer]})")
         for peer, reason in v["skipped"].items():
             print(f"versus: {peer} skipped: {reason}")
+    b = result["bf16"]
+    print(f"bf16: LeNet PGD-10 minibatch of {b['batch_size']}, bf16 / fp32 time = {b['bf16_over_fp32']:.3f}"
+          + ("" if b["cpu_has_bf16"] is None else f" (CPU bf16 instructions: {b['cpu_has_bf16']})"))
     if a.out:
         print(f"wrote {write_json_atomic(Path(a.out), result)}")
     return result

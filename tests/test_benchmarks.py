@@ -39,6 +39,10 @@ def test_speed_script_writes_positive_measurements(tmp_path):
         assert 0 < r["amata"]["relative_time_from_microbench"] < 1
         assert r["amata_over_pgd10_time"] > 0 and r["pgd10"]["epoch_over_microbench"] > 0
     check_versus(result["versus"], n_images=32, batch=16, repeats=1)
+    b = result["bf16"]
+    assert b["bf16_over_fp32"] > 0
+    assert b["bf16_over_fp32"] == pytest.approx(b["median_s"]["bf16"] / b["median_s"]["fp32"])
+    assert isinstance(b["cpu_has_bf16"], bool) and "bf16 / fp32 time = " in proc.stdout
     if speed.load_torchattacks()[0] is not None:  # installed with the bench extra (make install)
         assert "torchattacks_pgd_loop" in result["versus"]["ours_over_peer"]
         assert "ours / torchattacks_pgd_loop = " in proc.stdout
@@ -99,7 +103,8 @@ def test_peak_table_recognises_datacentre_gpus(name, precision, label):
     assert speed.table_peak("NVIDIA GeForce RTX 4090", "bf16") is None
 
 
-def test_bf16_is_refused_on_cpu():
+def test_tf32_is_refused_on_cpu_and_bf16_allowed():
     import torch
-    with pytest.raises(ValueError, match="precision"):
-        speed.set_precision(torch.device("cpu"), "bf16")
+    with pytest.raises(ValueError, match="precision 'tf32' needs CUDA"):
+        speed.set_precision(torch.device("cpu"), "tf32")
+    speed.set_precision(torch.device("cpu"), "bf16")  # autocast on the CPU: allowed
