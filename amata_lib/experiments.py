@@ -575,10 +575,10 @@ def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: in
     return paths
 
 
-def experiment_verdict(name: str, *, train_subset: int | None = None, epochs: int | None = None,
-                       eval_subset: int | None = None, autoattack_n: int | None = None,
-                       out_dir: str | Path = "data/results") -> dict:
-    """The verdict of experiment ``name``'s protocol on its stored results (see :func:`amata_lib.verdict.verdict`).
+def experiment_runs(name: str, *, train_subset: int | None = None, epochs: int | None = None,
+                    eval_subset: int | None = None, autoattack_n: int | None = None,
+                    out_dir: str | Path = "data/results") -> dict[int, dict[str, dict]]:
+    """The stored results of every seed of experiment ``name``'s protocol: ``runs[seed][row]``.
 
     The overrides select the reduced-scale results the same way :func:`run_experiment` stored them.
     """
@@ -590,7 +590,15 @@ def experiment_verdict(name: str, *, train_subset: int | None = None, epochs: in
         cfg, overrides = with_overrides(base, train_subset=train_subset, epochs=epochs, eval_subset=eval_subset,
                                         autoattack_n=autoattack_n, seed=s)
         folders[s] = Path(out_dir) / folder_name(cfg, overrides)
-    return verdict(base["protocol"], collect(folders))
+    return collect(folders)
+
+
+def experiment_verdict(name: str, **kwargs: Any) -> dict:
+    """The verdict of experiment ``name``'s protocol on its stored results (:func:`amata_lib.verdict.verdict`).
+
+    ``kwargs`` are those of :func:`experiment_runs` (overrides and ``out_dir``).
+    """
+    return verdict(load_config(name)["protocol"], experiment_runs(name, **kwargs))
 
 
 # ----------------------------------------------------------------------------- reading results

@@ -152,3 +152,37 @@ def plot_inner_loops(rows: dict[str, list[tuple[str, bool]]], *, title: str | No
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def plot_protocol(runs: dict[int, dict[str, dict]], verdict: dict, *, colors: dict[str, str] | None = None,
+                  title: str = "") -> Figure:
+    """Robust accuracy against training passes (mean over seeds, band = lowest to highest seed), and K_t per epoch.
+
+    ``runs[seed][row]`` are stored results and ``verdict`` is
+    :func:`amata_lib.verdict.verdict` of them; the target is the dashed line. Passes
+    include the shared warm-up (as the cost to target does).
+    """
+    import numpy as np
+    rows = list(verdict["rows"])
+    colors = colors or {name: f"C{i}" for i, name in enumerate(rows)}
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    for name in rows:
+        hist = [runs[s][name]["history"] for s in sorted(runs)]
+        warm = [((runs[s][name].get("report") or {}).get("warmup") or {}).get("passes", 0) for s in sorted(runs)]
+        passes = np.mean([[r["passes"] + w for r in h] for h, w in zip(hist, warm)], axis=0)
+        acc = np.array([[r["robust_acc"] for r in h] for h in hist])
+        ax.plot(passes, acc.mean(0), color=colors[name], label=name)
+        ax.fill_between(passes, acc.min(0), acc.max(0), color=colors[name], alpha=0.15, linewidth=0)
+        bx.step(np.arange(1, len(hist[0]) + 1), verdict["rows"][name]["k_used"], where="mid", color=colors[name],
+                label=name)
+    ax.axhline(verdict["target"], color="k", ls="--", lw=1, label=f"target {100 * verdict['target']:.1f}%")
+    ax.set_xlabel("minibatch forward+backward passes (warm-up included)")
+    ax.set_ylabel("per-epoch PGD-20 accuracy")
+    ax.legend(fontsize=8, loc="lower right")
+    bx.set_xlabel("epoch")
+    bx.set_ylabel("K_t used")
+    bx.set_ylim(0, max(max(r["k_used"]) for r in verdict["rows"].values()) + 1)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -102,3 +102,23 @@ def test_plot_inner_loops_draws_one_bar_per_pass():
         inner_loop_events("yopo", m=0)
     with pytest.raises(ValueError, match="rows"):
         plot_inner_loops({})
+
+
+def test_plot_protocol_draws_every_row_and_the_target():
+    from amata_lib.verdict import verdict
+    from amata_lib.viz import plot_protocol
+
+    def run(accs, per_epoch, steps):
+        return {"history": [{"epoch": i + 1, "steps": steps, "robust_acc": a, "passes": per_epoch * (i + 1),
+                             "time": 1.0 * (i + 1)} for i, a in enumerate(accs)],
+                "report": {"pgd": accs[-1], "autoattack": None, "warmup": {"passes": 5, "time": 0.1}}}
+    runs = {s: {"pgd": run([0.2, 0.5], 100, 10), "amata": run([0.3, 0.5 + s / 100], 50, 5)} for s in (0, 1)}
+    v = verdict({"seeds": [0, 1], "reference": "pgd", "compare": ["amata"],
+                 "target": {"rule": "fixed", "value": 0.4}}, runs)
+    fig = plot_protocol(runs, v, title="t")
+    ax, bx = fig.axes
+    assert [line.get_label() for line in ax.get_lines()] == ["pgd", "amata", "target 40.0%"]
+    assert list(ax.get_lines()[0].get_xdata()) == [105, 205]  # warm-up passes included
+    assert list(ax.get_lines()[1].get_ydata()) == pytest.approx([0.3, 0.505])  # mean over seeds
+    assert list(bx.get_lines()[1].get_ydata()) == [5, 5]
+    plt.close(fig)
