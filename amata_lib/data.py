@@ -364,12 +364,31 @@ def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, *, pa
         raise UserError(f"offsets and flips need one row per image ({n}), got {len(offsets)} and {len(flips)}")
     if pad:
         x = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    offsets = offsets.to(x.device)
-    rows = offsets[:, :1] + torch.arange(out_h, device=x.device)
-    cols = offsets[:, 1:] + torch.arange(out_w, device=x.device)
-    cols = torch.where(flips.to(x.device)[:, None], cols.flip(1), cols)  # mirror by reading columns backwards
-    out = x[torch.arange(n, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    rows, cols = window_index(offsets, flips, (out_h, out_w), x.device)
+    out = x[torch.arange(n, device=x.device)[:, None, None], :, rows, cols]
     return out.permute(0, 3, 1, 2).contiguous()  # advanced indices first: N x H x W x C -> N x C x H x W
+
+
+def window_index(offsets: torch.Tensor, flips: torch.Tensor, size: tuple[int, int],
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices (N x H x 1, N x 1 x W) of each example's window, columns reversed where flipped."""
+    offsets = offsets.to(device)
+    rows = offsets[:, :1] + torch.arange(size[0], device=device)
+    cols = offsets[:, 1:] + torch.arange(size[1], device=device)
+    cols = torch.where(flips.to(device)[:, None], cols.flip(1), cols)  # mirror by reading columns backwards
+    return rows[:, :, None], cols[:, None, :]
+
+
+def put_windows(store: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> None:
+    """Undo :func:`crop_flip` (``pad=0``) in place: write each window of ``values`` back where it was cut from.
+
+    ``store`` is N x C x H' x W' (padded), ``values`` N x C x H x W in the cropped and
+    flipped frame; a flipped window is mirrored back. Pixels of ``store`` outside the
+    windows keep their values (ATTA's ``inverse_atta_aug``).
+    """
+    n = len(values)
+    rows, cols = window_index(offsets, flips, tuple(values.shape[2:]), store.device)
+    store[torch.arange(n, device=store.device)[:, None, None], :, rows, cols] = values.permute(0, 2, 3, 1)
 
 
 class EpochFeed:

@@ -27,6 +27,8 @@ ATTA        PGD steps per epoch on the stored delta  PGD step
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,6 +36,7 @@ from torch import nn
 from ._checks import check_choice, check_epoch, check_int, check_real
 from ._nn import eval_mode
 from .attacks import ascent_step, pgd, pgd_start
+from .data import CropFlip, crop_flip, put_windows
 from .errors import UserError
 from .maximizers import Maximizer, StepResult, need_plan
 from .schedules import Plan
@@ -386,6 +389,14 @@ class ATTAMaximizer(Maximizer):
     :meth:`state_dict`, so it survives a resume. The trainer passes the examples'
     dataset indices as ``index`` (``uses_index = True``).
 
+    Under augmentation (``train(..., augment="crop-flip")``) the store follows the
+    crops and flips as in their CIFAR code (``adaptive_data_aug.py``): it is kept at the
+    padded size (H + 2 pad) x (W + 2 pad); a minibatch's stored perturbations are read
+    through the same window and flip as its images (:func:`~amata_lib.data.crop_flip`
+    at ``pad=0``), and after the attack each window is written back, mirrored back where
+    flipped, while the pixels outside it keep their stored values
+    (:func:`~amata_lib.data.put_windows`).
+
     Differences from the original (original | ours | why), hzzheng93/ATTA
     ``train_atta_mnist.py``, ``train_atta_cifar.py``, ``adv_attack.py``:
 
@@ -394,15 +405,19 @@ class ATTAMaximizer(Maximizer):
     * the near-clean start is not clipped to ``[0, 1]`` before the first gradient | it is
       projected onto the ball and the box first (:func:`~amata_lib.attacks.pgd`'s start) |
       one rule for every start point; the two differ by at most 0.001 per pixel.
-    * CIFAR: crops and flips applied to the stored 40x40 padded images and undone after
-      the attack (``adaptive_data_aug.py``) | not implemented | the trainer's tensor
-      datasets are not augmented.
+    * CIFAR: the stored padded image has a grey (0.5) border and is initialised at
+      clean + 0.001 N(0, 1) everywhere | the stored padded ``delta`` is 0 outside the
+      windows visited so far, and the clean image's padding is black (zeros, torchvision's
+      ``RandomCrop`` default, used by the other references) | a delta of 0 there is the
+      clean padding; the 0.001 noise outside visited windows is never trained on before
+      the window moves there, when it differs from ours by at most 0.001 per pixel.
     * MNIST: ``--epochs_reset`` is read but never used (no reset) | ``reset`` as given |
       ``reset=None`` reproduces their MNIST code; a period reproduces their CIFAR code.
     """
 
     name = "atta"
     uses_index = True
+    follows_augmentation = True
 
     def __init__(self, eps: float, reset: int | None = 10, early_reset: int | None = None, early_epochs: int = 0,
                  start_noise: float = 0.001) -> None:
@@ -415,6 +430,11 @@ class ATTAMaximizer(Maximizer):
         self.start_noise = check_real("start_noise", start_noise, minimum=0)
         self.delta: torch.Tensor | None = None
         self.stored: torch.Tensor | None = None  # which rows of delta hold a perturbation
+        self._augmentation: Callable[[], CropFlip | None] | None = None
+
+    def follow_augmentation(self, current: Callable[[], CropFlip | None]) -> None:
+        """Keep ``current`` (the epoch's crops and flips) so the store follows them."""
+        self._augmentation = current
 
     def reset_period(self, t: int) -> int | None:
         """The reset period in force in epoch ``t`` (from 0); ``None``: no reset."""
@@ -431,9 +451,11 @@ class ATTAMaximizer(Maximizer):
         if self.resets_before(t) and self.stored is not None:
             self.stored.zero_()
 
-    def _grow(self, size: int, like: torch.Tensor) -> None:
+    def _grow(self, size: int, like: torch.Tensor, pad: int = 0) -> None:
         if self.delta is None:
-            self.delta = torch.zeros((0, *like.shape[1:]), dtype=like.dtype, device=like.device)
+            c, h, w = like.shape[1], like.shape[2] + 2 * pad, like.shape[3] + 2 * pad
+            shape = (0, c, h, w) if pad else (0, *like.shape[1:])
+            self.delta = torch.zeros(shape, dtype=like.dtype, device=like.device)
             self.stored = torch.zeros(0, dtype=torch.bool, device=like.device)
         if size > len(self.delta):
             extra = size - len(self.delta)
@@ -453,12 +475,23 @@ class ATTAMaximizer(Maximizer):
         if index.dtype.is_floating_point or index.dtype == torch.bool or (len(index) and int(index.min()) < 0):
             raise UserError(f"index must hold integer dataset indices >= 0, got dtype {index.dtype}")
         index = index.long()
-        self._grow(int(index.max()) + 1 if len(index) else 0, x)
+        crops = self._augmentation() if self._augmentation is not None else None
+        self._grow(int(index.max()) + 1 if len(index) else 0, x, crops.pad if crops is not None else 0)
+        if crops is not None:
+            offsets, flips = crops.of(index)
+            stored = crop_flip(self.delta[index], offsets, flips, pad=0, size=tuple(x.shape[2:]))
+        else:
+            stored = self.delta[index]
         fresh = self.start_noise * torch.randn_like(x)
         keep = self.stored[index].view(-1, *([1] * (x.dim() - 1)))
         x_adv = pgd(model, x, y, eps=self.eps, alpha=plan.alpha, steps=plan.steps,
-                    start=x + torch.where(keep, self.delta[index], fresh))
-        self.delta[index] = x_adv - x
+                    start=x + torch.where(keep, stored, fresh))
+        if crops is not None:
+            window = self.delta[index]
+            put_windows(window, x_adv - x, offsets, flips)
+            self.delta[index] = window
+        else:
+            self.delta[index] = x_adv - x
         self.stored[index] = True
         return x_adv
 

@@ -153,10 +153,16 @@ def test_the_hook_gives_a_maximizer_each_batchs_crops():
     assert len(maximizer.checked) == 3 * 3 and all(maximizer.checked)
 
 
+class Refusing(PGDMaximizer):
+    """Per-example state without the hook: it cannot follow the crops."""
+
+    uses_index = True
+
+
 def test_refused_combinations():
     data = cifar_like()
-    with pytest.raises(UserError, match="ATTAMaximizer.*follow_augmentation"):
-        _train(data, augment="crop-flip", maximizer=ATTAMaximizer(8 / 255))
+    with pytest.raises(UserError, match="Refusing.*follow_augmentation"):
+        _train(data, augment="crop-flip", maximizer=Refusing(8 / 255))
     with pytest.raises(UserError, match="augment"):
         _train(data, augment="mixup")
     flat = TensorDataset(data.tensors[0].flatten(1), data.tensors[1])
@@ -211,3 +217,46 @@ def test_cli_digits_trains_unaugmented(tmp_path):
     cli.main(["train", "--dataset", "digits", "--method", "erm", "--epochs", "1", "--no-progress", "--eval-subset",
               "20", "--out", str(tmp_path / "r.json"), "--checkpoint", str(tmp_path / "r.pt")])
     assert "augment" not in json.loads((tmp_path / "r.json").read_text())["config"]
+
+
+def test_atta_store_follows_the_crops_and_flips(monkeypatch):
+    """hzzheng93/ATTA adaptive_data_aug.py: the stored (padded) perturbation is cut with the batch's crop and
+    flip before the attack, and the attacked window is flipped back and written where it came from; the
+    store's pixels outside the window keep their values."""
+    import amata_lib.plus as plus
+    from amata_lib.data import CropFlip
+    from amata_lib.schedules import Plan
+
+    starts = []
+    pattern = 0.01 * torch.arange(9.0).view(1, 1, 3, 3)
+
+    def fake_pgd(model, x, y, *, eps, alpha, steps, start):  # the "attack" adds a known pattern to its start
+        starts.append(start - x)
+        return start + pattern
+
+    monkeypatch.setattr(plus, "pgd", fake_pgd)
+    x = torch.rand(1, 1, 3, 3)
+    y = torch.zeros(1, dtype=torch.long)
+    atta = ATTAMaximizer(0.5, reset=None, start_noise=0.0)
+    crops = {"now": CropFlip(torch.tensor([[0, 0]]), torch.tensor([False]), pad=1)}
+    atta.follow_augmentation(lambda: crops["now"])
+    atta(None, x, y, Plan(1, 0.1), index=torch.tensor([0]))
+    assert atta.delta.shape == (1, 1, 5, 5)  # kept at the padded size
+    assert torch.allclose(atta.delta[0, :, :3, :3], pattern[0]) and not atta.delta[0, :, 3:, :].any()
+    # next epoch: window shifted by (1, 1) and flipped
+    crops["now"] = CropFlip(torch.tensor([[1, 1]]), torch.tensor([True]), pad=1)
+    before = atta.delta.clone()
+    atta(None, x, y, Plan(1, 0.1), index=torch.tensor([0]))
+    assert torch.allclose(starts[-1], before[0:1, :, 1:4, 1:4].flip(-1))  # started from the stored window, flipped
+    expected = before.clone()
+    expected[0, :, 1:4, 1:4] = (starts[-1] + pattern).flip(-1)  # written back mirrored
+    assert torch.allclose(atta.delta, expected)
+    assert torch.equal(atta.delta[0, :, 0, :], before[0, :, 0, :])  # outside the window: unchanged
+
+
+def test_atta_trains_under_crop_flip():
+    data = cifar_like()
+    atta = ATTAMaximizer(8 / 255, reset=None)
+    _, history = _train(data, augment="crop-flip", maximizer=atta)
+    assert tuple(atta.delta.shape[2:]) == (40, 40) and bool(atta.stored.all()) and len(history) == 3
+    assert atta.delta[:, :, :4].abs().sum() > 0  # windows shifted up have written into the top padding rows
