@@ -149,6 +149,9 @@ def test_seed_override_is_a_repetition_not_a_reduction():
     (["experiment", "digits-smoke", "--runs", "pgd-5,pgd-7"], "runs ['pgd-7'] are not in experiment"),
     (["experiment"], "give an experiment NAME or --list"),
     (["experiment", "missing.json"], "config file 'missing.json' does not exist"),
+    (["experiment", "digits-smoke", "--verdict"], "experiment 'digits-smoke' has no protocol"),
+    (["experiment", "digits-verdict", "--verdict", "--out-dir", "empty"],
+     "the protocol needs results that are not stored: pgd-10 (seed 0), amata-2-10 (seed 0)"),
 ])
 def test_experiment_mistakes_give_one_line(tmp_path, monkeypatch, capsys, args, match):
     monkeypatch.chdir(tmp_path)

@@ -216,3 +216,22 @@ def test_estimate_from_the_command_line(tmp_path):
     lines = out.stdout.splitlines()
     assert "10 seed(s); one pass measured at" in lines[0] and len(lines) == 1 + 4 + 1
     assert lines[-1].strip().startswith("total:") and not list(tmp_path.iterdir())  # nothing written
+
+
+def test_autoattack_standard_only_for_the_protocols_seeds(monkeypatch):
+    import amata_lib.experiments as ex
+    seen = []
+    monkeypatch.setattr(ex, "robustness_report", lambda *a, **k: seen.append(
+        (k["autoattack_version"], k["autoattack_attacks"])) or {})
+    cfg = load_config("digits-verdict")
+    for seed in (0, 1):
+        ex.final_report(None, list(range(10)), dict(cfg, seed=seed))
+    assert seen == [("standard", None), ("custom", ["apgd-ce", "apgd-dlr"])]
+
+
+def test_config_train_subset_and_warmup_are_stored_only_when_given():
+    digits = load_config("digits-verdict")
+    mnist = load_config("mnist-verdict-10k")
+    assert "train_subset" not in digits and "warmup" not in digits
+    assert mnist["train_subset"] == 10000 and mnist["warmup"] == {"epochs": 1}
+    assert "protocol" not in load_config("digits-smoke")  # older configs keep matching their stored results
