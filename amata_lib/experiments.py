@@ -598,7 +598,8 @@ def experiment_verdict(name: str, **kwargs: Any) -> dict:
 
     ``kwargs`` are those of :func:`experiment_runs` (overrides and ``out_dir``).
     """
-    return verdict(load_config(name)["protocol"], experiment_runs(name, **kwargs))
+    runs = experiment_runs(name, **kwargs)  # refuses a config without a protocol
+    return verdict(load_config(name)["protocol"], runs)
 
 
 # ----------------------------------------------------------------------------- reading results
