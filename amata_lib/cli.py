@@ -42,7 +42,8 @@ DEFAULT_EPS = {"digits": 0.2, "mnist": 0.3, "cifar10": 8 / 255}
 NOT_SETTINGS = ("func", "command", "progress", "keep_checkpoint", "name", "out", "checkpoint", "device",
                 "data_root", "download", "data_path")
 FLAGS = {"k": "--k", "alpha": "--alpha", "k_min": "--k-min", "k_max": "--k-max", "tau": "--tau",
-         "rounding": "--rounding", "stages": "--stages", "maximizer_kwargs": "--maximizer-arg"}
+         "rounding": "--rounding", "stages": "--stages", "gamma": "--gamma", "probe_size": "--probe-size",
+         "probe_every": "--probe-every", "monotone": "--monotone", "maximizer_kwargs": "--maximizer-arg"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,7 +79,8 @@ def _schedule_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--method", choices=METHODS, default="amata",
                    help="erm: clean training; pgd (or its synonym constant): K and alpha every epoch; amata: "
                         "linear K_min -> K_max (Algorithm 1); exponential: geometric K_min -> K_max; step: "
-                        "--stages (default: amata)")
+                        "--stages; adaptive: each epoch the K in K_min..K_max (alpha = tau / K) that maximises "
+                        "Eq. 14's ||grad_theta loss||^2 - gamma K on a probe minibatch (default: amata)")
     g.add_argument("--eps", type=_number(minimum=0, maximum=1), default=None,
                    help="L-inf radius in pixel units [0, 1] (default: 0.2 digits, 0.3 mnist, 8/255 cifar10)")
     g.add_argument("--epochs", type=COUNT, default=30, help="training epochs T (default: 30)")
@@ -92,6 +94,14 @@ def _schedule_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rounding", choices=ROUNDINGS, default=None,
                    help="how amata/exponential make K_t an integer (default: round, half up)")
     g.add_argument("--stages", default=None, help="comma-separated K per stage for --method step (default: 2,5,10)")
+    g.add_argument("--gamma", type=_number(minimum=0), default=None,
+                   help="adaptive: price of one step in Eq. 14, V(K) = ||grad_theta loss||^2 - gamma K (default: 0)")
+    g.add_argument("--probe-size", type=COUNT, default=None,
+                   help="adaptive: training examples of the probe minibatch, the first N (default: 128)")
+    g.add_argument("--probe-every", type=COUNT, default=None,
+                   help="adaptive: choose a new plan every N epochs (default: 1)")
+    g.add_argument("--monotone", action="store_const", const=True, default=None,
+                   help="adaptive: never choose fewer steps than the previous choice")
     g = p.add_argument_group("inner maximizer (what uses K_t and alpha_t)")
     g.add_argument("--maximizer", choices=sorted(set(MAXIMIZERS) - {"clean"}), default=None,
                    help="pgd (default), fosc, fat, or an Amata+ method: free (K = replays m, alpha = step), "
@@ -121,7 +131,7 @@ def _value(text: str) -> object:
 
 def _run_spec(a: argparse.Namespace) -> dict:
     """The command line's run as an experiment run (the configs' schema checks both)."""
-    names = ("k", "alpha", "k_min", "k_max", "tau", "rounding")
+    names = ("k", "alpha", "k_min", "k_max", "tau", "rounding", "gamma", "probe_size", "probe_every", "monotone")
     params = {k: getattr(a, k) for k in names if getattr(a, k) is not None}
     if a.stages is not None:
         try:
@@ -135,6 +145,8 @@ def _run_spec(a: argparse.Namespace) -> dict:
         params["alpha"] = params.pop("tau", 2.5 * a.eps) / params["k"] if "alpha" not in params else params["alpha"]
     elif a.method in ("amata", "exponential"):
         params = {"k_min": 2, "k_max": 10, "tau": 2.5 * a.eps, **params}
+    elif a.method == "adaptive":
+        params = {"k_min": 2, "k_max": 10, "tau": 2.5 * a.eps, "gamma": 0.0, **params}
     elif a.method == "step":
         params = {"stages": [2, 5, 10], "tau": 2.5 * a.eps, **params}
     run: dict = {"name": "cli", "method": a.method, **params}
@@ -236,6 +248,9 @@ def _cmd_schedule(a: argparse.Namespace) -> int:
     a.eps = 0.3 if a.eps is None else a.eps
     if a.method == "erm":
         raise UserError("--method erm has no inner maximization to schedule")
+    if a.method == "adaptive":
+        raise UserError("--method adaptive chooses each epoch's plan during training (from the model), so it has "
+                        "no schedule to print; train it and read K_t in the result")
     _, schedule, _ = _build(a)
     print(f"{schedule!r}")
     print(" epoch   K_t   alpha_t  passes/batch")

@@ -66,7 +66,8 @@ from .training import LR_SCHEDULES, OPTIMIZERS, select_device, train
 from .verdict import ProtocolSpec, collect, format_verdict, verdict
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-SCHEDULE_PARAMS = ("k", "alpha", "k_min", "k_max", "tau", "rounding", "stages")
+SCHEDULE_PARAMS = ("k", "alpha", "k_min", "k_max", "tau", "rounding", "stages", "gamma", "probe_size",
+                   "probe_every", "monotone")
 MAXIMIZER_NAMES = tuple(sorted(set(MAXIMIZERS) - {"clean"}))
 MODEL_NAMES = tuple(sorted(models.MODELS))
 AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
@@ -145,6 +146,10 @@ class RunSpec(_Spec):
     tau: Positive | None = None
     rounding: Literal[ROUNDINGS] | None = None
     stages: Annotated[list[Count], Field(min_length=1)] | None = None
+    gamma: Number | None = None
+    probe_size: Count | None = None
+    probe_every: Count | None = None
+    monotone: bool | None = None
     maximizer: Literal[MAXIMIZER_NAMES] | None = None
     maximizer_kwargs: dict[str, Any] | None = None
     detect_overfitting: bool | None = None

@@ -32,9 +32,10 @@ from .errors import UserError
 ROUNDINGS = ("round", "floor", "ceil")
 METHOD_PARAMS: dict[str, tuple[str, ...]] = {
     "erm": (), "pgd": ("k", "alpha"), "constant": ("k", "alpha"), "amata": ("k_min", "k_max", "tau", "rounding"),
-    "exponential": ("k_min", "k_max", "tau", "rounding"), "step": ("stages", "tau")}
+    "exponential": ("k_min", "k_max", "tau", "rounding"), "step": ("stages", "tau"),
+    "adaptive": ("k_min", "k_max", "tau", "gamma", "probe_size", "probe_every", "monotone")}
 METHODS = tuple(METHOD_PARAMS)
-OPTIONAL_PARAMS = ("rounding",)
+OPTIONAL_PARAMS = ("rounding", "probe_size", "probe_every", "monotone")
 
 
 def _to_int(x: float, rounding: str) -> int:
@@ -79,6 +80,10 @@ class Schedule:
     def plans(self) -> list[Plan]:
         """The plan of every epoch, in order."""
         return [self(t) for t in range(self.epochs)]
+
+    def fingerprint(self) -> list | dict:
+        """What identifies the schedule in a checkpoint's settings: every epoch's ``[K_t, alpha_t]``."""
+        return [[p.steps, p.alpha] for p in self.plans()]
 
     def cost(self) -> int:
         """Total forward+backward passes per minibatch position over all epochs."""
@@ -224,7 +229,10 @@ def make_schedule(method: str, epochs: int, **params: Any) -> Schedule | None:
 
     ``pgd``/``constant`` take ``k`` and ``alpha``; ``amata``/``exponential`` take
     ``k_min``, ``k_max``, ``tau`` and optionally ``rounding``; ``step`` takes ``stages``
-    and ``tau``. A parameter the method does not use is an error (it would be ignored).
+    and ``tau``; ``adaptive`` (:class:`~amata_lib.adaptive.Adaptive`, plans chosen during
+    training by Eq. 14) takes ``k_min``, ``k_max``, ``tau``, ``gamma`` and optionally
+    ``probe_size``, ``probe_every`` and ``monotone``. A parameter the method does not use
+    is an error (it would be ignored).
 
     Raises
     ------
@@ -245,5 +253,10 @@ def make_schedule(method: str, epochs: int, **params: Any) -> Schedule | None:
         return Constant(params["k"], params["alpha"], epochs)
     if method == "step":
         return Step(params["stages"], params["tau"], epochs)
+    if method == "adaptive":
+        from .adaptive import Adaptive  # imports hyperopt (through the criterion); only when asked for
+        return Adaptive(params["k_min"], params["k_max"], params["tau"], epochs, gamma=params["gamma"],
+                        probe_size=params.get("probe_size", 128), every=params.get("probe_every", 1),
+                        monotone=params.get("monotone", False))
     cls = Amata if method == "amata" else Exponential
     return cls(params["k_min"], params["k_max"], params["tau"], epochs, rounding=params.get("rounding", "round"))

@@ -27,7 +27,7 @@ import hashlib
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -212,7 +212,7 @@ def run_settings(model: nn.Module, train_set: Dataset, test_set: Dataset, *, sch
     for name, value in model.state_dict().items():
         weights.update(name.encode())
         weights.update(value.detach().cpu().contiguous().numpy().tobytes())
-    plans = None if schedule is None else [[p.steps, p.alpha] for p in schedule.plans()]
+    plans = None if schedule is None else schedule.fingerprint()
     return {"model": type(model).__name__, "init_sha256": weights.hexdigest(),
             "schedule": None if schedule is None else {"repr": repr(schedule), "plans": plans},
             "maximizer": maximizer.settings(), "train_set": _sha256(train_set), "test_set": _sha256(test_set),
@@ -370,6 +370,16 @@ def _evaluate(model: nn.Module, test_part: Dataset, *, eps: float, alpha: float,
         return accs
     total, *counts = distributed.all_sum([n] + [round(a * n) for a in accs])
     return [c / total for c in counts]
+
+
+def _probe(schedule: Schedule, t: int, model: nn.Module, probe: tuple[torch.Tensor, torch.Tensor], eps: float,
+           batch_size: int, device: torch.device) -> tuple[Plan, float, float]:
+    """An adaptive schedule's choice for epoch ``t``: the plan, its probe passes (in minibatches) and seconds."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    plan, passes = schedule.choose(t, model, *probe, eps)
+    synchronize(device)
+    return plan, passes * len(probe[1]) / batch_size, time.perf_counter() - t0
 
 
 def _record(t: int, plan: Plan | None, totals: EpochTotals, lr: float, history: list[dict], layers: bool) -> dict:
@@ -551,6 +561,11 @@ def _train_locked(model: nn.Module, train_set: Dataset, test_set: Dataset, sched
         history = restore(run, load_checkpoint(ckpt, settings))
         if history and history[-1].get("stopped"):
             return history
+    adaptive = getattr(schedule, "needs_model", False)
+    if adaptive:  # its probe minibatch: the first probe_size training examples
+        schedule.restore(history)
+        first = [train_set[i] for i in range(min(schedule.probe_size, len(train_set)))]
+        probe = (torch.stack([ex[0] for ex in first]).to(dev), torch.as_tensor([int(ex[1]) for ex in first]).to(dev))
     if world > 1:
         run.net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     feed = epoch_feed(train_set, o["batch_size"], run.shuffle_gen, dev, rank, world, o["seed"], o["augment"])
@@ -559,7 +574,11 @@ def _train_locked(model: nn.Module, train_set: Dataset, test_set: Dataset, sched
     test_part = to_device(distributed.shard_dataset(subset(test_set, o["eval_subset"]), rank, world), dev)
     eval_alpha = 2.5 * o["eps"] / o["eval_steps"] if o["eval_alpha"] is None else o["eval_alpha"]
     for t in range(len(history), epochs):
-        plan = schedule(t) if schedule is not None else None
+        probe_cost = (0.0, 0.0)
+        if adaptive:
+            plan, *probe_cost = _probe(schedule, t, model, probe, o["eps"], o["batch_size"], dev)
+        else:
+            plan = schedule(t) if schedule is not None else None
         maximizer.start_epoch(t, epochs)
         bar = None
         if progress and distributed.is_main():
@@ -568,7 +587,11 @@ def _train_locked(model: nn.Module, train_set: Dataset, test_set: Dataset, sched
         totals = _run_epoch(run, feed, plan, sizes, amp=o["amp"], channels_last=o["channels_last"], bar=bar)
         if bar is not None:
             bar.close()
+        if adaptive:  # the probe is training cost
+            totals = replace(totals, passes=totals.passes + probe_cost[0], time=totals.time + probe_cost[1])
         record = _record(t, plan, totals, opt.param_groups[0]["lr"], history, maximizer.counts_layer_passes)
+        if adaptive:
+            record["probe_passes"], record["probe_time"] = _tidy(probe_cost[0]), probe_cost[1]
         run.lr_schedule.after_epoch()
         if o["detect_overfitting"]:
             record["fgsm_acc"] = record["catastrophic_overfitting"] = None
