@@ -12,7 +12,8 @@ What it leaves out, so that the estimate is a lower bound for those parts: AutoA
 (its cost depends on how many examples stay robust; APGD-CE + APGD-DLR on 1,000 MNIST
 images took 4.9 s per 200 images on one CPU thread, the standard ensemble 48 s),
 data loading and the optimiser step. Early-stopping maximizers (FOSC, FAT) and Free are
-counted at the full ``K_t + 1``, an upper bound for them.
+counted at the full ``K_t + 1``, an upper bound for them, and so is an adaptive
+schedule, at ``K_max + 1`` plus its probes.
 """
 from __future__ import annotations
 
@@ -47,7 +48,12 @@ def planned_passes(cfg: dict) -> dict[str, dict]:
     out = {}
     for run in cfg["runs"]:
         schedule = build_schedule(run, cfg["epochs"])
-        train = warmup + batches * (cfg["epochs"] if schedule is None else schedule.cost())
+        if getattr(schedule, "needs_model", False):  # adaptive: at most K_max + 1, plus a probe per epoch
+            probes = math.ceil(cfg["epochs"] / schedule.every)
+            probe = sum(p.passes for p in schedule.candidates) * min(schedule.probe_size, n_train) / cfg["batch_size"]
+            train = warmup + batches * cfg["epochs"] * (schedule.k_max + 1) + probes * probe
+        else:
+            train = warmup + batches * (cfg["epochs"] if schedule is None else schedule.cost())
         out[run["name"]] = {"train": train * seeds, "eval": (evaluations * per_eval + report) * seeds
                             / cfg["batch_size"], "seeds": seeds}
     return out
