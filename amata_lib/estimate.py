@@ -96,9 +96,10 @@ def format_estimate(cfg: dict, est: dict, device: str) -> str:
     seeds = next(iter(est["rows"].values()))["seeds"]
     lines = [f"{cfg['name']}: {cfg['model']} on {cfg['dataset']}, batch {cfg['batch_size']}, {cfg['epochs']} epochs, "
              f"{seeds} seed(s); one pass measured at {1000 * est['seconds_per_pass']:.2f} ms on {device}"]
+    width = max(14, *(len(n) for n in est["rows"]))
     for name, row in est["rows"].items():
-        lines.append(f"{name:>14}: {row['train']:,.0f} training + {row['eval']:,.0f} evaluation passes "
+        lines.append(f"{name:>{width}}: {row['train']:,.0f} training + {row['eval']:,.0f} evaluation passes "
                      f"-> {row['hours']:.2f} h")
-    lines.append(f"{'total':>14}: {est['total_hours']:.2f} h (AutoAttack, data loading and optimiser steps "
+    lines.append(f"{'total':>{width}}: {est['total_hours']:.2f} h (AutoAttack, data loading and optimiser steps "
                  "not included)")
     return "\n".join(lines)

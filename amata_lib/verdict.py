@@ -253,8 +253,9 @@ def format_verdict(v: dict) -> str:
              + (f", margin {100 * p['target']['margin']:.0f} points" if p["target"].get("margin") is not None else "")
              + f"); cost = {p['measure']} to the {p['hit']} epoch at the target; "
              f"{len(p['seeds'])} seeds, {conf}% bootstrap intervals"]
+    width = max(14, *(len(n) for n in v["rows"]))
     for name, row in v["rows"].items():
-        line = (f"{name:>14}: reached {row['reached']}/{len(p['seeds'])}, final PGD "
+        line = (f"{name:>{width}}: reached {row['reached']}/{len(p['seeds'])}, final PGD "
                 f"{_interval(row.get('pgd'), 100, 1)}%")
         if "autoattack" in row:
             line += f", AutoAttack {_interval(row['autoattack'], 100, 1)}%"
