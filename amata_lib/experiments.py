@@ -73,6 +73,9 @@ MODEL_NAMES = tuple(sorted(models.MODELS))
 AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 PROSE_FIELDS = ("description", "choices")
+# Not compared when a finished result is looked up: prose, and the protocol, which decides how results
+# are judged, not what a run computes (a seed's AutoAttack version, the one exception, is in its report).
+NOT_RUN_SETTINGS = (*PROSE_FIELDS, "protocol")
 Log = Callable[[str], None]
 
 
@@ -410,11 +413,13 @@ def final_report(model: torch.nn.Module, test_eval: TensorDataset, cfg: dict) ->
     attacks = ev["autoattack_attacks"]
     if cfg["seed"] in cfg.get("protocol", {}).get("autoattack_standard_seeds", []):
         attacks = None
-    return robustness_report(model, test_eval, eps=cfg["eps"], pgd_steps=ev["pgd_steps"],
-                             pgd_restarts=ev["pgd_restarts"], cw_steps=ev["cw_steps"],
-                             autoattack_n=min(ev["autoattack_n"], len(test_eval)),
-                             autoattack_version="standard" if attacks is None else "custom",
-                             autoattack_attacks=attacks, seed=cfg["seed"])
+    report = robustness_report(model, test_eval, eps=cfg["eps"], pgd_steps=ev["pgd_steps"],
+                               pgd_restarts=ev["pgd_restarts"], cw_steps=ev["cw_steps"],
+                               autoattack_n=min(ev["autoattack_n"], len(test_eval)),
+                               autoattack_version="standard" if attacks is None else "custom",
+                               autoattack_attacks=attacks, seed=cfg["seed"])
+    report["autoattack_attacks"] = "standard" if attacks is None else list(attacks)
+    return report
 
 
 def data_file(dataset: str, data_path: str | None) -> dict:
@@ -477,7 +482,7 @@ def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset],
     folder = folder_name(cfg, overrides)
     out = out_dir / folder / f"{run['name']}.json"
     config = run_record_config(cfg, run, overrides, source)
-    if finished_result(out, config, ignore=PROSE_FIELDS):
+    if finished_result(out, config, ignore=NOT_RUN_SETTINGS):
         if log:
             log(f"[{run['name']}] done already: {out}")
         return out

@@ -224,9 +224,9 @@ def test_autoattack_standard_only_for_the_protocols_seeds(monkeypatch):
     monkeypatch.setattr(ex, "robustness_report", lambda *a, **k: seen.append(
         (k["autoattack_version"], k["autoattack_attacks"])) or {})
     cfg = load_config("digits-verdict")
-    for seed in (0, 1):
-        ex.final_report(None, list(range(10)), dict(cfg, seed=seed))
+    reports = [ex.final_report(None, list(range(10)), dict(cfg, seed=seed)) for seed in (0, 1)]
     assert seen == [("standard", None), ("custom", ["apgd-ce", "apgd-dlr"])]
+    assert [r["autoattack_attacks"] for r in reports] == ["standard", ["apgd-ce", "apgd-dlr"]]
 
 
 def test_config_train_subset_and_warmup_are_stored_only_when_given():
