@@ -3,7 +3,9 @@
 The logic is three plain functions -- :func:`build_schedule` (settings -> schedule),
 :func:`explore` (schedule -> per-epoch K_t, alpha_t and cumulative cost against
 PGD-K_max) and :func:`plot_exploration` -- so it can be tested and called from a
-static page. :func:`schedule_explorer` only wires ipywidgets sliders to them.
+static page. :func:`schedule_explorer` only wires ipywidgets sliders to them (it needs
+a Python kernel); :func:`static_explorer_html` is the kernel-free counterpart for the
+HTML book, the same arithmetic written again in inline JavaScript.
 
 Shapes are looked up in the :data:`SHAPES` registry, so a new shape (for example
 the optimal-control schedule of the PMP chapter) is added with
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import html
 import io
+import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -37,6 +41,11 @@ from .schedules import (
 
 ShapeBuilder = Callable[..., Schedule]
 STEP_STAGES = 4  # stages of the "step" shape (fewer if T or K_max - K_min + 1 is smaller)
+# (min, max, step) of each slider, shared by the ipywidgets and the JavaScript explorer.
+SLIDER_RANGES: dict[str, tuple[float, float, float]] = {
+    "k_min": (1, 40, 1), "k_max": (1, 40, 1), "tau": (0.01, 2.0, 0.01), "eps": (0.01, 1.0, 0.01),
+    "epochs": (1, 200, 1),
+}
 
 
 def _constant(*, k_min: int, k_max: int, tau: float, epochs: int) -> Schedule:
@@ -214,13 +223,18 @@ def schedule_explorer(shape: str = "linear", *, k_min: int = 2, k_max: int = 10,
             return f"ScheduleExplorer: {self.message}"
 
     style = {"description_width": "70px"}
+
+    def slider(cls: type, name: str, value: float, description: str) -> Any:
+        lo, hi, step = SLIDER_RANGES[name]
+        return cls(value=value, min=lo, max=hi, step=step, description=description, style=style)
+
     controls = {
         "shape": widgets.Dropdown(options=list(SHAPES), value=shape, description="shape", style=style),
-        "k_min": widgets.IntSlider(value=k_min, min=1, max=40, description="K_min", style=style),
-        "k_max": widgets.IntSlider(value=k_max, min=1, max=40, description="K_max", style=style),
-        "tau": widgets.FloatSlider(value=tau, min=0.01, max=2.0, step=0.01, description="tau", style=style),
-        "eps": widgets.FloatSlider(value=eps, min=0.01, max=1.0, step=0.01, description="eps", style=style),
-        "epochs": widgets.IntSlider(value=epochs, min=1, max=200, description="epochs T", style=style),
+        "k_min": slider(widgets.IntSlider, "k_min", k_min, "K_min"),
+        "k_max": slider(widgets.IntSlider, "k_max", k_max, "K_max"),
+        "tau": slider(widgets.FloatSlider, "tau", tau, "tau"),
+        "eps": slider(widgets.FloatSlider, "eps", eps, "eps"),
+        "epochs": slider(widgets.IntSlider, "epochs", epochs, "epochs T"),
     }
     text = widgets.HTML()
     image = widgets.Image(format="png")
@@ -243,3 +257,278 @@ def schedule_explorer(shape: str = "linear", *, k_min: int = 2, k_max: int = 10,
     box.update = update
     update()
     return box
+
+
+# --------------------------------------------------------------------------- kernel-free explorer (HTML book)
+STATIC_SHAPES = ("constant", "linear", "exponential", "step")  # the shapes of SHAPES that are plain arithmetic
+_STATIC_LABELS = {"constant": "constant (PGD-K_max)", "linear": "linear (Amata)", "exponential": "exponential",
+                  "step": "step"}
+_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+_SLIDER_LABELS = {"k_min": "K_min", "k_max": "K_max", "tau": "τ", "eps": "ε", "epochs": "T (epochs)"}
+
+# The JavaScript of static_explorer_html, run once per snippet with ``root`` = the explorer's <div>.
+# Each function names the Python it mirrors; the operations are done in the same order, so the
+# IEEE doubles are the same as Python's (Math.pow and C's pow may differ in the last bit, which
+# changes K_t only if K_min * (K_max / K_min) ** (t / T) lay within that bit of a half-integer).
+_STATIC_JS = r"""
+"use strict";
+const cfg = JSON.parse(root.getAttribute("data-config"));
+const el = name => document.getElementById(root.id + "-" + name);
+const W = 300, H = 230, LEFT = 50, RIGHT = 12, TOP = 28, BOTTOM = 42;
+const C0 = "#1f77b4", C1 = "#ff7f0e";
+
+// format(x, ".3g") of Python, for numbers in [1e-4, 1e3) (all the sliders allow)
+const g3 = x => { const s = x.toPrecision(3); return s.includes(".") ? s.replace(/0+$/, "").replace(/\.$/, "") : s; };
+const esc = s => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;");
+const roundHalfUp = x => Math.floor(x + 0.5);  // schedules._to_int(x, "round")
+
+function read() {
+  return {shape: cfg.shapes[Number(el("shape").value)], kMin: Number(el("k_min").value),
+          kMax: Number(el("k_max").value), tau: Number(el("tau").value), eps: Number(el("eps").value),
+          epochs: Number(el("epochs").value)};
+}
+
+// explorer._step: the K of each of n equal stages
+function stages(s) {
+  const n = Math.min(cfg.stepStages, s.epochs, s.kMax - s.kMin + 1), ks = [];
+  for (let i = 0; i < n; i++) ks.push(n === 1 ? s.kMax : roundHalfUp(s.kMin + (s.kMax - s.kMin) * i / (n - 1)));
+  return ks;
+}
+
+// schedules.Amata.real_steps and schedules.Exponential.real_steps
+function realSteps(s, t) {
+  if (s.shape === "linear") return s.kMin + (s.kMax - s.kMin) * t / s.epochs;
+  return s.kMin * Math.pow(s.kMax / s.kMin, t / s.epochs);
+}
+
+// Constant.plan, Step.plan and _Annealed.plan: K_t of every epoch
+function schedule(s) {
+  const ks = [], st = s.shape === "step" ? stages(s) : null;
+  for (let t = 0; t < s.epochs; t++) {
+    if (s.shape === "constant") ks.push(s.kMax);
+    else if (st) ks.push(st[Math.floor(t * st.length / s.epochs)]);
+    else ks.push(Math.min(Math.max(roundHalfUp(realSteps(s, t)), s.kMin), s.kMax));
+  }
+  return ks;
+}
+
+// explorer.explore with k_ref = K_max
+function explore(s) {
+  const steps = schedule(s), alpha = steps.map(k => s.tau / k);
+  let total = 0;
+  const passes = steps.map(k => (total += k + 1));
+  const refPasses = steps.map((k, t) => (s.kMax + 1) * (t + 1));
+  const travel = Math.min(...steps.map((k, t) => k * alpha[t]));
+  const warning = travel < s.eps * (1 - 1e-9)
+    ? `travel K_t * alpha_t = ${g3(travel)} < eps = ${g3(s.eps)}: the steps cannot reach ` +
+      "the boundary of the eps-ball from the clean input" : "";
+  return {steps, alpha, passes, refPasses, total, ratio: total / ((s.kMax + 1) * s.epochs), warning};
+}
+
+function ticks(lo, hi) {
+  const raw = (hi - lo) / 4, p = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 5, 10].map(m => m * p).find(v => v >= raw), out = [];
+  for (let i = Math.ceil(lo / step); i * step <= hi; i++) out.push(Number((i * step).toPrecision(10)));
+  return out;
+}
+
+// one panel at x0 of width W; lines: {pts: [[x, y], ...], color, dash, label}; legend: its corner, [x, y] in
+// 0..1, or null to write each label above the start of its line
+function panel(x0, title, xlabel, xmax, lines, legend) {
+  const ys = lines.flatMap(l => l.pts.map(p => p[1]));
+  let lo = Math.min(...ys), hi = Math.max(...ys);
+  const pad = hi > lo ? 0.08 * (hi - lo) : 0.1 * Math.abs(hi) || 1;
+  lo -= pad; hi += pad;
+  const w = W - LEFT - RIGHT, h = H - TOP - BOTTOM;
+  const sx = x => x0 + LEFT + x / xmax * w, sy = y => TOP + (hi - y) / (hi - lo) * h;
+  let svg = `<rect x="${x0 + LEFT}" y="${TOP}" width="${w}" height="${h}" fill="none" stroke="#888"/>` +
+    `<text x="${x0 + LEFT + w / 2}" y="18" text-anchor="middle">${esc(title)}</text>` +
+    `<text x="${x0 + LEFT + w / 2}" y="${H - 6}" text-anchor="middle">${esc(xlabel)}</text>`;
+  for (const v of ticks(lo, hi)) {
+    svg += `<line x1="${x0 + LEFT - 4}" x2="${x0 + LEFT}" y1="${sy(v)}" y2="${sy(v)}" stroke="#888"/>` +
+      `<text x="${x0 + LEFT - 6}" y="${sy(v) + 4}" text-anchor="end">${v}</text>`;
+  }
+  for (const v of ticks(0, xmax)) {
+    svg += `<line x1="${sx(v)}" x2="${sx(v)}" y1="${TOP + h}" y2="${TOP + h + 4}" stroke="#888"/>` +
+      `<text x="${sx(v)}" y="${TOP + h + 17}" text-anchor="middle">${v}</text>`;
+  }
+  lines.forEach((l, i) => {
+    const pts = l.pts.map(p => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
+    svg += `<polyline points="${pts}" fill="none" stroke="${l.color}" stroke-width="1.6"` +
+      (l.dash ? ` stroke-dasharray="${l.dash}"/>` : "/>");
+    const lx = legend ? x0 + LEFT + 8 + legend[0] * (w - 130) : sx(l.pts[0][0]) + 4;
+    const ly = legend ? TOP + 18 + i * 16 + legend[1] * (h - 40) : sy(l.pts[0][1]) - 4;
+    if (l.label) svg += `<text x="${lx}" y="${ly}" fill="${l.color}">${esc(l.label)}</text>`;
+  });
+  return svg;
+}
+
+const stairs = vals => vals.flatMap((v, t) => [[t, v], [t + 1, v]]);
+const cumulative = vals => [[0, 0]].concat(vals.map((v, t) => [t + 1, v]));
+
+// explorer.plot_exploration: K_t, alpha_t and cumulative passes against PGD-K_max
+function plot(s, r) {
+  const T = s.epochs, name = cfg.labels[s.shape], ref = "PGD-" + s.kMax;
+  const flat = y => [[0, y], [T, y]];
+  return `<svg viewBox="0 0 ${3 * W} ${H}" width="100%" font-family="sans-serif" font-size="13" role="img" ` +
+    `aria-label="K_t, alpha_t and cumulative passes per epoch">` +
+    panel(0, "steps per minibatch K_t", "epoch t", T,
+          [{pts: stairs(r.steps), color: C0, label: name}, {pts: flat(s.kMax), color: "#000", dash: "5 3", label: ref}],
+          [1, 1]) +
+    panel(W, "step size α_t = τ / K_t", "epoch t", T,
+          [{pts: stairs(r.alpha), color: C1, label: ""},
+           {pts: flat(s.eps), color: "#777", dash: "2 2", label: "α = ε"}],
+          null) +
+    panel(2 * W, `cumulative passes (ratio ${r.ratio.toFixed(2)})`, "epochs done", T,
+          [{pts: cumulative(r.passes), color: C0, label: name},
+           {pts: cumulative(r.refPasses), color: "#000", dash: "5 3", label: ref}],
+          [0, 0]) +
+    "</svg>";
+}
+
+function showSettings(s) {
+  el("shape-value").textContent = cfg.labels[s.shape];
+  for (const name of ["k_min", "k_max", "epochs"]) el(name + "-value").textContent = el(name).value;
+  for (const name of ["tau", "eps"]) el(name + "-value").textContent = Number(el(name).value).toFixed(2);
+}
+
+function setList(name, values, text) {
+  el(name).textContent = text;
+  el(name).dataset.values = JSON.stringify(values);
+}
+
+function update() {
+  const s = read(), summary = el("summary");
+  showSettings(s);
+  if (s.kMin > s.kMax) {
+    summary.textContent = `invalid settings: k_min must be <= k_max, got k_min=${s.kMin} > k_max=${s.kMax}`;
+    summary.dataset.costRatio = "null";
+    setList("steps", [], "");
+    setList("alpha", [], "");
+    el("warning").textContent = "";
+    el("plot").innerHTML = "";
+    return;
+  }
+  const r = explore(s);
+  summary.textContent = `${cfg.labels[s.shape]}: ${r.total} passes per minibatch position vs ` +
+    `${r.refPasses[s.epochs - 1]} for PGD-${s.kMax}, cost ratio ${r.ratio.toFixed(3)}`;
+  summary.dataset.costRatio = JSON.stringify(r.ratio);
+  setList("steps", r.steps, r.steps.join(", "));
+  setList("alpha", r.alpha, r.alpha.map(g3).join(", "));
+  el("warning").textContent = r.warning;
+  el("plot").innerHTML = plot(s, r);
+}
+
+for (const name of ["shape", "k_min", "k_max", "tau", "eps", "epochs"]) el(name).addEventListener("input", update);
+update();
+"""
+
+
+def _check_static(shape: str, prefix: str, values: dict[str, float]) -> None:
+    """Raise :class:`UserError` unless the JavaScript explorer can start from these settings."""
+    if shape not in STATIC_SHAPES:
+        raise UserError(f"shape must be one of {list(STATIC_SHAPES)} in the static explorer "
+                        f"(the other shapes need Python), got {shape!r}")
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+        raise UserError(f"prefix must be a letter followed by letters, digits, '-' or '_', got {prefix!r}")
+    for name, value in values.items():
+        lo, hi, step = SLIDER_RANGES[name]
+        on_grid = math.isclose(lo + round((value - lo) / step) * step, value, abs_tol=1e-9)
+        if not (lo <= value <= hi and on_grid):
+            raise UserError(f"{name} must be a slider position, a multiple of {step:g} in [{lo:g}, {hi:g}], "
+                            f"got {value!r}")
+
+
+def _slider(prefix: str, name: str, label: str, value: float, shown: str,
+            bounds: tuple[float, float, float]) -> str:
+    """One ``<input type="range">`` with id ``{prefix}-{name}`` and its readout ``{prefix}-{name}-value``."""
+    lo, hi, step = bounds
+    return (f'<label>{label} <input type="range" id="{prefix}-{name}" min="{lo:g}" max="{hi:g}" '
+            f'step="{step:g}" value="{float(value):g}"> <output id="{prefix}-{name}-value" '
+            f'for="{prefix}-{name}">{html.escape(shown)}</output></label>')
+
+
+def _sliders(prefix: str, shape: str, values: dict[str, float]) -> str:
+    """The shape slider (an index into :data:`STATIC_SHAPES`) and one slider per number."""
+    shape_bounds = (0, len(STATIC_SHAPES) - 1, 1)
+    out = [_slider(prefix, "shape", "shape", STATIC_SHAPES.index(shape), _STATIC_LABELS[shape], shape_bounds)]
+    for name, value in values.items():
+        shown = f"{value:.2f}" if name in ("tau", "eps") else str(int(value))
+        out.append(_slider(prefix, name, _SLIDER_LABELS[name], value, shown, SLIDER_RANGES[name]))
+    return "\n".join(out)
+
+
+def _style(prefix: str) -> str:
+    """CSS for one explorer, every rule scoped to its id."""
+    p = f"#{prefix}"
+    return (f"<style>\n{p} {{font-size: 0.9em; border: 1px solid #ccc; border-radius: 4px; padding: 0.5em}}\n"
+            f"{p} .amata-sliders {{display: flex; flex-wrap: wrap; gap: 0.2em 1.5em}}\n"
+            f"{p} input[type=range] {{vertical-align: middle; width: 9em}}\n"
+            f"{p} output {{display: inline-block; min-width: 4ch; font-family: monospace}}\n"
+            f"{p} {p}-shape-value {{min-width: 20ch}}\n"
+            f"{p} .amata-list {{display: block; font-family: monospace; max-height: 4.5em; overflow-y: auto}}\n"
+            f"{p}-warning {{color: #b00}}\n{p}-warning:not(:empty)::before {{content: 'warning: '}}\n</style>")
+
+
+def static_explorer_html(shape: str = "linear", *, k_min: int = 2, k_max: int = 10, tau: float = 0.5,
+                         eps: float = 0.2, epochs: int = 30, prefix: str = "amata-explorer") -> str:
+    """A self-contained HTML snippet: the schedule explorer as sliders and inline JavaScript, no kernel.
+
+    It shows what :func:`explore` and :func:`plot_exploration` show for the settings of
+    the sliders (shape, K_min, K_max, tau, eps, T; the ranges of :data:`SLIDER_RANGES`):
+    an inline SVG of the K_t staircase, alpha_t against eps and the cumulative passes
+    against PGD-K_max, the line of :func:`summary`, the tau-below-eps warning of
+    :func:`explore` and the lists of K_t and alpha_t. The JavaScript repeats the arithmetic
+    of :mod:`amata_lib.schedules` operation by operation (K_t rounded half up as
+    ``floor(x + 0.5)`` and clamped to [K_min, K_max], ``alpha_t = tau / K_t``, ``K_t + 1``
+    passes per minibatch, cost ratio over ``(K_max + 1) * T``), so its numbers are the
+    library's. Nothing is loaded from elsewhere (no CDN, no file), and the output is the
+    same on every call.
+
+    Only the shapes of :data:`STATIC_SHAPES` are offered: the ``"optimal"`` shape of
+    :data:`SHAPES` (and any shape registered later) is computed in Python, the optimal one
+    from the PMP solution that :mod:`amata_lib.control` derives with sympy, and has no
+    JavaScript counterpart; it stays in :func:`schedule_explorer`.
+
+    Element ids start with ``prefix``: ``{prefix}`` (the box), ``{prefix}-shape``,
+    ``-k_min``, ``-k_max``, ``-tau``, ``-eps``, ``-epochs`` (the sliders, each with a
+    ``...-value`` readout), ``-summary`` (its ``data-cost-ratio`` holds the exact ratio),
+    ``-warning``, ``-steps`` and ``-alpha`` (comma-separated lists; ``data-values`` holds
+    them as JSON) and ``-plot``. Two explorers on one page need two prefixes.
+
+    Parameters
+    ----------
+    shape : str
+        The starting shape, one of :data:`STATIC_SHAPES`.
+    k_min, k_max, tau, eps, epochs : int or float
+        The starting settings, as for :func:`build_schedule`; each must be a position of its slider.
+    prefix : str
+        Id of the explorer's box and start of its elements' ids: a letter, then letters,
+        digits, ``-`` or ``_``.
+
+    Returns
+    -------
+    str
+        HTML with the K_t list of the starting settings already filled in, so a page
+        without JavaScript shows them too.
+
+    Raises
+    ------
+    UserError
+        Settings :func:`build_schedule` rejects, a shape outside :data:`STATIC_SHAPES`, a
+        value off its slider, or a bad ``prefix``.
+    """
+    result = explore(build_schedule(shape, k_min=k_min, k_max=k_max, tau=tau, eps=eps, epochs=epochs),
+                     eps=eps, k_ref=k_max)
+    values = {"k_min": k_min, "k_max": k_max, "tau": tau, "eps": eps, "epochs": epochs}
+    _check_static(shape, prefix, values)
+    config = {"shapes": list(STATIC_SHAPES), "labels": _STATIC_LABELS, "stepStages": STEP_STAGES}
+    steps = ", ".join(str(int(k)) for k in result.steps)
+    return (f'<div id="{prefix}" class="amata-static-explorer" data-config="{html.escape(json.dumps(config))}">\n'
+            f"{_style(prefix)}\n<div class=\"amata-sliders\">\n{_sliders(prefix, shape, values)}\n</div>\n"
+            f'<p id="{prefix}-summary"></p>\n<p id="{prefix}-warning"></p>\n'
+            f'<div>K_t per epoch: <span id="{prefix}-steps" class="amata-list">{steps}</span></div>\n'
+            f'<div>α_t per epoch: <span id="{prefix}-alpha" class="amata-list"></span></div>\n'
+            f'<div id="{prefix}-plot"></div>\n'
+            f"<script>\n(function (root) {{{_STATIC_JS}}})(document.getElementById({json.dumps(prefix)}));\n"
+            "</script>\n</div>")

@@ -14,6 +14,13 @@ For ``_build/html/book/intro.html`` and every other page under
     request failed or returned an HTTP error (a missing MathJax font or
     component shows up here).
 
+On chapter 2 (``book/02_amata.html``) it also moves the sliders of the
+kernel-free schedule explorer (:func:`amata_lib.explorer.static_explorer_html`)
+by setting their values and dispatching ``input`` events, and checks that the
+K_t list, the alpha_t values, the cost ratio, the summary line and the
+tau-below-eps warning the page shows are those :func:`amata_lib.explorer.explore`
+computes in Python for the same settings.
+
 The pages are served over http://127.0.0.1 rather than file:// because
 Chromium refuses web fonts (MathJax's woff files) from file:// pages.
 
@@ -30,6 +37,7 @@ saved there as a PNG (``book_intro.png`` ...).  Or, by hand::
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import http.server
 import json
@@ -42,9 +50,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import quote
 
 import pytest
+
+from amata_lib.errors import UserError
+from amata_lib.explorer import STATIC_SHAPES, build_schedule, explore, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
@@ -255,8 +267,12 @@ class PageReport(dict):
     pass
 
 
-def check_page(browser: Browser, url: str, screenshot: Path | None = None) -> PageReport:
-    """Load ``url`` in a fresh tab; return what was seen (requests, DOM facts)."""
+@contextlib.contextmanager
+def open_tab(browser: Browser, url: str) -> Iterator[tuple[str, int]]:
+    """A fresh tab showing ``url`` after its load event: ``(session, index of its first event)``.
+
+    The tab is closed and the recorded events are cleared on leaving.
+    """
     target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
     session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
     try:
@@ -270,6 +286,23 @@ def check_page(browser: Browser, url: str, screenshot: Path | None = None) -> Pa
         if nav.get("errorText"):
             raise CDPError(f"navigation to {url} failed: {nav['errorText']}")
         browser.wait_event("Page.loadEventFired", session)
+        yield session, start
+    finally:
+        browser.send("Target.closeTarget", {"targetId": target})
+        browser.events.clear()
+
+
+def exceptions_in(browser: Browser, session: str, start: int) -> list[str]:
+    """The uncaught JavaScript exceptions of ``session`` recorded since event ``start``."""
+    return [e["params"]["exceptionDetails"].get("exception", {}).get("description")
+            or e["params"]["exceptionDetails"].get("text")
+            for e in browser.events[start:]
+            if e.get("sessionId") == session and e["method"] == "Runtime.exceptionThrown"]
+
+
+def check_page(browser: Browser, url: str, screenshot: Path | None = None) -> PageReport:
+    """Load ``url`` in a fresh tab; return what was seen (requests, DOM facts)."""
+    with open_tab(browser, url) as (session, start):
         status = browser.evaluate(session, WAIT_FOR_PAGE_JS)
         browser.pump(0.3)  # late requests (fonts, MathJax components)
         info = browser.evaluate(session, INSPECT_PAGE_JS)
@@ -286,14 +319,8 @@ def check_page(browser: Browser, url: str, screenshot: Path | None = None) -> Pa
                        and e["params"]["response"].get("status", 0) >= 400
                        # the browser asks for /favicon.ico by itself; the book has none
                        and not e["params"]["response"]["url"].endswith("/favicon.ico")]
-        exceptions = [e["params"]["exceptionDetails"].get("exception", {}).get("description")
-                      or e["params"]["exceptionDetails"].get("text")
-                      for e in events if e["method"] == "Runtime.exceptionThrown"]
         return PageReport(status=status, requests=sorted(set(requests.values())), failed=failed,
-                          http_errors=http_errors, exceptions=exceptions, **info)
-    finally:
-        browser.send("Target.closeTarget", {"targetId": target})
-        browser.events.clear()
+                          http_errors=http_errors, exceptions=exceptions_in(browser, session, start), **info)
 
 
 def save_screenshot(browser: Browser, session: str, path: Path, max_height: int = 8000) -> None:
@@ -414,6 +441,116 @@ def test_page_renders_offline(page, browser, server):
         assert rep["n_mjx"] > 0, "intro.html should show typeset math (Eq. 1) but has no mjx-container"
     # (b) images
     assert not rep["broken_images"], f"{name}: images that did not load: {rep['broken_images']}"
+
+
+# --------------------------------------------------------------------------- chapter 2's kernel-free explorer
+EXPLORER_PAGE = HTML / "book" / "02_amata.html"
+EXPLORER = "amata-explorer"  # the prefix chapter 2 gives static_explorer_html
+EXPLORER_DEFAULTS = {"shape": "linear", "k_min": 2, "k_max": 10, "tau": 0.5, "eps": 0.2, "epochs": 30}
+EXPLORER_CASES = [  # each field differs from the defaults somewhere; two warn, one is invalid
+    {"shape": "exponential", "k_min": 1, "k_max": 16, "tau": 1.0, "eps": 0.3, "epochs": 50},
+    {"shape": "step", "k_min": 3, "k_max": 12, "tau": 0.8, "eps": 0.25, "epochs": 7},
+    {"shape": "constant", "k_min": 5, "k_max": 7, "tau": 0.35, "eps": 0.1, "epochs": 12},
+    {"shape": "linear", "k_min": 1, "k_max": 40, "tau": 0.1, "eps": 0.2, "epochs": 200},
+    {"shape": "step", "k_min": 4, "k_max": 5, "tau": 2.0, "eps": 1.0, "epochs": 3},
+    {"shape": "linear", "k_min": 6, "k_max": 6, "tau": 0.01, "eps": 0.01, "epochs": 1},
+    {"shape": "exponential", "k_min": 2, "k_max": 10, "tau": 0.5, "eps": 0.2, "epochs": 30},
+    {"shape": "constant", "k_min": 3, "k_max": 9, "tau": 0.2, "eps": 0.47, "epochs": 5},
+    {"shape": "linear", "k_min": 30, "k_max": 10, "tau": 0.5, "eps": 0.2, "epochs": 30},
+]
+EXPLORER_SWEEP = [{"shape": shape, "k_min": k_min, "k_max": k_max, "tau": 0.37, "eps": 0.2, "epochs": epochs}
+                  for shape in STATIC_SHAPES
+                  for k_min, k_max in [(1, 1), (1, 2), (2, 10), (3, 17), (1, 40), (7, 40)]
+                  for epochs in (1, 2, 3, 5, 13, 30, 100, 200)]
+
+# Called with the explorer's prefix and a list of settings: reads the explorer as loaded, then
+# for each settings moves every slider (value + `input` event) and reads it again.
+DRIVE_EXPLORER_JS = r"""
+((prefix, runs) => {
+  const el = name => document.getElementById(prefix + '-' + name);
+  const names = ['shape', 'k_min', 'k_max', 'tau', 'eps', 'epochs'];
+  const read = () => ({
+    sliders: Object.fromEntries(names.map(n => [n, el(n).value])),
+    shape: el('shape-value').textContent,
+    steps_text: el('steps').textContent,
+    steps: JSON.parse(el('steps').dataset.values),
+    alpha: JSON.parse(el('alpha').dataset.values),
+    ratio: JSON.parse(el('summary').dataset.costRatio),
+    summary: el('summary').textContent,
+    warning: el('warning').textContent,
+    n_lines: el('plot').querySelectorAll('svg polyline').length,
+  });
+  const out = [read()];
+  for (const settings of runs) {
+    for (const name of names) {
+      el(name).value = String(settings[name]);
+      el(name).dispatchEvent(new Event('input', {bubbles: true}));
+    }
+    out.push(read());
+  }
+  return out;
+})
+"""
+
+
+def slider_values(settings: dict) -> dict:
+    """What the explorer's sliders read for ``settings`` (``input.value`` strings; shape is an index)."""
+    numbers = {k: f"{v:g}" for k, v in settings.items() if k != "shape"}
+    return {"shape": str(STATIC_SHAPES.index(settings["shape"])), **numbers}
+
+
+def drive_explorer(browser: Browser, url: str, settings: list[dict]) -> list[dict]:
+    """Readouts of the explorer on page ``url``: as loaded, then after each of ``settings``; no JS exception."""
+    with open_tab(browser, url) as (session, start):
+        runs = [slider_values(s) for s in settings]
+        readouts = browser.evaluate(session, f"{DRIVE_EXPLORER_JS}({json.dumps(EXPLORER)}, {json.dumps(runs)})")
+        assert not exceptions_in(browser, session, start), exceptions_in(browser, session, start)
+    return readouts
+
+
+def expected_readout(settings: dict) -> dict:
+    """What amata_lib computes for ``settings`` (an invalid setting gives the error message)."""
+    numbers = {k: v for k, v in settings.items() if k != "shape"}
+    try:
+        result = explore(build_schedule(settings["shape"], **numbers), eps=settings["eps"], k_ref=settings["k_max"])
+    except UserError as exc:
+        return {"steps": [], "alpha": [], "ratio": None, "warning": "", "summary": f"invalid settings: {exc}"}
+    return {"steps": result.steps.tolist(), "alpha": result.alpha.tolist(), "ratio": result.cost_ratio,
+            "warning": result.warning, "summary": summary(result).splitlines()[0].split(": ", 1)[1]}
+
+
+def assert_readout(seen: dict, settings: dict, compare_text: bool) -> None:
+    """``seen`` (read from the page) shows what amata_lib computes for ``settings``, to the last bit."""
+    want = expected_readout(settings)
+    label = json.dumps(settings)
+    assert seen["sliders"] == slider_values(settings), label
+    assert seen["shape"].startswith(settings["shape"]), label
+    for key in ("steps", "alpha", "ratio", "warning"):
+        assert seen[key] == want[key], f"{label}: {key} {seen[key]} != {want[key]}"
+    assert seen["steps_text"] == ", ".join(map(str, want["steps"])), label
+    assert seen["n_lines"] == (6 if want["steps"] else 0), label
+    if compare_text:  # toFixed(3) and Python's .3f differ on exact binary ties only; none here
+        summary_text = seen["summary"] if want["ratio"] is None else seen["summary"].split(": ", 1)[1]
+        assert summary_text == want["summary"], label
+
+
+def test_static_explorer_matches_the_library(browser, server):
+    if not EXPLORER_PAGE.is_file():
+        _skip(f"{EXPLORER_PAGE.relative_to(ROOT)} not built")
+    readouts = drive_explorer(browser, server.url(EXPLORER_PAGE), EXPLORER_CASES)
+    assert len(readouts) == len(EXPLORER_CASES) + 1
+    for seen, settings in zip(readouts, [EXPLORER_DEFAULTS, *EXPLORER_CASES]):
+        assert_readout(seen, settings, compare_text=True)
+    assert readouts[4]["warning"] and readouts[8]["warning"]  # tau = 0.1 < eps = 0.2; tau = 0.2 < eps = 0.47
+    assert readouts[9]["summary"].startswith("invalid settings: k_min")
+
+
+def test_static_explorer_sweep_matches_the_library(browser, server):
+    if not EXPLORER_PAGE.is_file():
+        _skip(f"{EXPLORER_PAGE.relative_to(ROOT)} not built")
+    readouts = drive_explorer(browser, server.url(EXPLORER_PAGE), EXPLORER_SWEEP)
+    for seen, settings in zip(readouts[1:], EXPLORER_SWEEP, strict=True):
+        assert_readout(seen, settings, compare_text=False)
 
 
 # --------------------------------------------------------------------------- manual use

@@ -1,3 +1,5 @@
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -7,7 +9,16 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from amata_lib import Amata, Constant, Exponential, FromFunction, Plan, Step, relative_cost  # noqa: E402
-from amata_lib.explorer import SHAPES, build_schedule, explore, plot_exploration, schedule_explorer  # noqa: E402
+from amata_lib.explorer import (  # noqa: E402
+    SHAPES,
+    SLIDER_RANGES,
+    STATIC_SHAPES,
+    build_schedule,
+    explore,
+    plot_exploration,
+    schedule_explorer,
+    static_explorer_html,
+)
 
 
 @pytest.mark.parametrize("shape, cls", [("constant", Constant), ("linear", Amata),
@@ -121,3 +132,61 @@ def test_widget_draws_png_closes_figures_and_has_short_repr():
     assert repr(w).startswith("ScheduleExplorer: Amata(") and "PNG" not in repr(w)
     w.controls["k_min"].value = 20
     assert bytes(w.image.value) == b"" and "invalid settings" in repr(w)
+
+
+SLIDERS = ("shape", "k_min", "k_max", "tau", "eps", "epochs")
+
+
+def _ids(snippet):
+    return re.findall(r'\bid="([^"]+)"', snippet)
+
+
+def test_static_explorer_is_self_contained():
+    h = static_explorer_html()
+    assert "http" not in h and "//cdn" not in h
+    assert "src=" not in h and "<link" not in h and "_static" not in h
+    assert h.count("<script>") == 1 and h.count("<input type=\"range\"") == len(SLIDERS)
+    assert h == static_explorer_html()  # deterministic: no timestamps, no random ids
+
+
+def test_static_explorer_has_the_sliders_at_the_given_settings():
+    h = static_explorer_html("step", k_min=3, k_max=12, tau=0.8, eps=0.25, epochs=7, prefix="ex")
+    values = dict(re.findall(r'<input type="range" id="ex-(\w+)"[^>]* value="([^"]+)"', h))
+    assert list(values) == list(SLIDERS)
+    assert values == {"shape": str(STATIC_SHAPES.index("step")), "k_min": "3", "k_max": "12", "tau": "0.8",
+                      "eps": "0.25", "epochs": "7"}
+    assert f'max="{SLIDER_RANGES["epochs"][1]}"' in h
+
+
+@pytest.mark.parametrize("shape, settings", [
+    ("linear", {}), ("exponential", {"k_min": 1, "k_max": 16, "tau": 1.0, "eps": 0.3, "epochs": 50}),
+    ("step", {"k_min": 3, "k_max": 12, "epochs": 7}), ("constant", {"k_min": 5, "k_max": 7, "epochs": 12}),
+])
+def test_static_explorer_embeds_the_k_t_of_explore(shape, settings):
+    h = static_explorer_html(shape, **settings)
+    embedded = re.search(r'id="amata-explorer-steps"[^>]*>([^<]*)<', h).group(1)
+    full = {"k_min": 2, "k_max": 10, "tau": 0.5, "eps": 0.2, "epochs": 30, **settings}
+    expected = explore(build_schedule(shape, **full), eps=full["eps"], k_ref=full["k_max"]).steps
+    assert [int(k) for k in embedded.split(", ")] == expected.tolist()
+
+
+def test_static_explorer_ids_start_with_the_prefix_and_do_not_clash():
+    first, second = static_explorer_html(prefix="one"), static_explorer_html(prefix="two")
+    ids_one, ids_two = _ids(first), _ids(second)
+    assert len(ids_one) == len(set(ids_one)) and not set(ids_one) & set(ids_two)
+    assert all(i == "one" or i.startswith("one-") for i in ids_one)
+    assert {f"one-{name}" for name in (*SLIDERS, "summary", "warning", "steps", "alpha", "plot")} <= set(ids_one)
+
+
+def test_static_shapes_are_the_arithmetic_shapes_of_the_registry():
+    assert set(STATIC_SHAPES) <= set(SHAPES) and "optimal" not in STATIC_SHAPES
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"shape": "optimal"}, "shape"), ({"prefix": "1st"}, "prefix"), ({"prefix": 'a" onload="x'}, "prefix"),
+    ({"tau": 0.333}, "tau"), ({"eps": 1.5}, "eps"), ({"k_max": 41}, "k_max"), ({"epochs": 201}, "epochs"),
+    ({"k_min": 5, "k_max": 3}, "k_min"),
+])
+def test_static_explorer_rejects_what_its_sliders_cannot_show(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        static_explorer_html(**kwargs)
