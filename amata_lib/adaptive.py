@@ -15,7 +15,7 @@ inner maximizer then uses the plan.
 Choices the paper leaves open, made here:
 
 * ``G`` is the equal-travel line of Amata (one plan per ``K``), not a grid over
-  ``(alpha, K)``: chapter 5 found that over a grid the maximiser is the weakest plan
+  ``(alpha, K)``: the criterion-C chapter found that over a grid the maximiser is the weakest plan
   (one short step), which no training would want;
 * the probe minibatch is the first ``probe_size`` training examples (fixed, so a
   choice depends only on the weights), attacked in ``eval()`` mode;

@@ -15,7 +15,7 @@ def markdown_sources():
 
 
 def test_no_top_for_the_transpose():
-    """MathJax's offline CHTML fonts draw \\top as a broken glyph in Chromium (seen in chapter 4's H = p^T F);
-    the chapters write the transpose as ^\\mathsf{T}."""
+    """MathJax's offline CHTML fonts draw \\top as a broken glyph in Chromium (seen in the optimal-control
+    chapter's H = p^T F); the chapters write the transpose as ^\\mathsf{T}."""
     bad = [name for name, text in markdown_sources() if "\\top" in text]
     assert not bad, f"\\top in {bad}: write ^\\mathsf{{T}}"
