@@ -34,10 +34,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ._checks import check_int, check_positive, check_real
+from ._checks import check_int, check_real
 from .criterion import plan_value
 from .errors import UserError
-from .schedules import Plan, Schedule
+from .schedules import Plan, Schedule, check_range
 
 
 class Adaptive(Schedule):
@@ -47,12 +47,7 @@ class Adaptive(Schedule):
 
     def __init__(self, k_min: int, k_max: int, tau: float, epochs: int, *, gamma: float, probe_size: int = 128,
                  every: int = 1, monotone: bool = False) -> None:
-        self.k_min = check_int("k_min", k_min)
-        self.k_max = check_int("k_max", k_max)
-        if self.k_min > self.k_max:
-            raise UserError(f"k_min must be <= k_max, got k_min={k_min!r} > k_max={k_max!r}")
-        self.tau = check_positive("tau", tau)
-        self.epochs = check_int("epochs", epochs)
+        check_range(self, k_min, k_max, tau, epochs)
         self.gamma = check_real("gamma", gamma, minimum=0)
         self.probe_size = check_int("probe_size", probe_size)
         self.every = check_int("every", every)

@@ -122,16 +122,21 @@ class Constant(Schedule):
         return f"Constant(steps={self._plan.steps}, alpha={self._plan.alpha:g}, epochs={self.epochs})"
 
 
+def check_range(schedule: Schedule, k_min: int, k_max: int, tau: float, epochs: int) -> None:
+    """Check and set ``k_min <= k_max``, ``tau > 0`` and ``epochs`` on a schedule that moves between K bounds."""
+    schedule.k_min = _check_int("k_min", k_min)
+    schedule.k_max = _check_int("k_max", k_max)
+    if schedule.k_min > schedule.k_max:
+        raise UserError(f"k_min must be <= k_max, got k_min={k_min!r} > k_max={k_max!r}")
+    schedule.tau = _check_positive("tau", tau)
+    schedule.epochs = _check_int("epochs", epochs)
+
+
 class _Annealed(Schedule):
     """Shared validation for schedules going from ``k_min`` to ``k_max`` with ``alpha_t = tau / K_t``."""
 
     def __init__(self, k_min: int, k_max: int, tau: float, epochs: int, rounding: str = "round") -> None:
-        self.k_min = _check_int("k_min", k_min)
-        self.k_max = _check_int("k_max", k_max)
-        if self.k_min > self.k_max:
-            raise UserError(f"k_min must be <= k_max, got k_min={k_min!r} > k_max={k_max!r}")
-        self.tau = _check_positive("tau", tau)
-        self.epochs = _check_int("epochs", epochs)
+        check_range(self, k_min, k_max, tau, epochs)
         self.rounding = check_choice("rounding", rounding, ROUNDINGS)
 
     def real_steps(self, t: int) -> float:  # pragma: no cover - every subclass overrides
