@@ -160,7 +160,8 @@ def plot_protocol(runs: dict[int, dict[str, dict]], verdict: dict, *, colors: di
 
     ``runs[seed][row]`` are stored results and ``verdict`` is
     :func:`amata_lib.verdict.verdict` of them; the target is the dashed line. Passes
-    include the shared warm-up (as the cost to target does).
+    include the shared warm-up (as the cost to target does). A K_t line that coincides
+    with an earlier row's is dashed, so that neither hides the other.
     """
     import numpy as np
     rows = list(verdict["rows"])
@@ -173,8 +174,10 @@ def plot_protocol(runs: dict[int, dict[str, dict]], verdict: dict, *, colors: di
         acc = np.array([[r["robust_acc"] for r in h] for h in hist])
         ax.plot(passes, acc.mean(0), color=colors[name], label=name)
         ax.fill_between(passes, acc.min(0), acc.max(0), color=colors[name], alpha=0.15, linewidth=0)
-        bx.step(np.arange(1, len(hist[0]) + 1), verdict["rows"][name]["k_used"], where="mid", color=colors[name],
-                label=name)
+        ks = verdict["rows"][name]["k_used"]
+        hidden = any(verdict["rows"][other]["k_used"] == ks for other in rows[:rows.index(name)])
+        bx.step(np.arange(1, len(hist[0]) + 1), ks, where="mid", color=colors[name], label=name,
+                ls="--" if hidden else "-")  # dashed where it lies on an earlier row's line
     ax.axhline(verdict["target"], color="k", ls="--", lw=1, label=f"target {100 * verdict['target']:.1f}%")
     ax.set_xlabel("minibatch forward+backward passes (warm-up included)")
     ax.set_ylabel("per-epoch PGD-20 accuracy")
