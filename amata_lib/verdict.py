@@ -185,18 +185,15 @@ def verdict(protocol: ProtocolSpec | dict, runs: dict[int, dict[str, dict]]) -> 
                         + (f" and {len(missing) - 6} more" if len(missing) > 6 else ""))
     target = derive_target(p, [runs[s][p.reference] for s in p.seeds])
     kw = dict(confidence=p.confidence, resamples=p.bootstrap)
-    ref_cost = {s: cost_to_target(runs[s][p.reference], target, measure=p.measure, hit=p.hit) for s in p.seeds}
-    rows = {}
+    rows = {}  # the reference first (``needed`` starts with it): the other rows are paired with its seeds
     for name in needed:
         per_seed = []
         for s in p.seeds:
             run = runs[s][name]
             rep = run.get("report") or {}
             per_seed.append({"seed": s, "cost": cost_to_target(run, target, measure=p.measure, hit=p.hit),
-                             "other_cost": cost_to_target(run, target, measure=_other(p.measure), hit=p.hit),
                              "final_robust_acc": final_robust_acc(run), "pgd": rep.get("pgd"),
-                             "autoattack": rep.get("autoattack"), "cw": rep.get("cw"), "clean": rep.get("clean"),
-                             "total_" + p.measure: _total(run, p.measure)})
+                             "autoattack": rep.get("autoattack"), "cw": rep.get("cw"), "clean": rep.get("clean")})
         row: dict[str, Any] = {"per_seed": per_seed, "k_used": [r["steps"] for r in runs[p.seeds[0]][name]["history"]],
                                "reached": sum(math.isfinite(r["cost"]) for r in per_seed)}
         for key in ("pgd", "autoattack", "final_robust_acc"):
@@ -204,9 +201,10 @@ def verdict(protocol: ProtocolSpec | dict, runs: dict[int, dict[str, dict]]) -> 
             if len(values) == len(per_seed):
                 row[key] = bootstrap_interval(values, **kw)
         if name != p.reference:
+            ref_rows = {r["seed"]: r for r in rows[p.reference]["per_seed"]}
             ratios, both = [], 0
             for r in per_seed:
-                ref = ref_cost[r["seed"]]
+                ref = ref_rows[r["seed"]]["cost"]
                 if math.isinf(ref) and math.isinf(r["cost"]):
                     both += 1
                     continue
@@ -217,7 +215,6 @@ def verdict(protocol: ProtocolSpec | dict, runs: dict[int, dict[str, dict]]) -> 
                 row["speed"], row["paper"] = _speed_words(*row["ratio"][1:])
             else:
                 row["speed"] = row["paper"] = "no seed reached the target"
-            ref_rows = {r["seed"]: r for r in rows[p.reference]["per_seed"]}
             for key in ("pgd", "autoattack"):
                 diffs = [r[key] - ref_rows[r["seed"]][key] for r in per_seed
                          if r[key] is not None and ref_rows[r["seed"]][key] is not None]
@@ -227,15 +224,6 @@ def verdict(protocol: ProtocolSpec | dict, runs: dict[int, dict[str, dict]]) -> 
                              else "no final report")
         rows[name] = row
     return {"protocol": p.model_dump(), "target": target, "rows": rows}
-
-
-def _other(measure: str) -> str:
-    return "time" if measure == "passes" else "passes"
-
-
-def _total(run: dict, measure: str) -> float:
-    warmup = (run.get("report") or {}).get("warmup") or {}
-    return float(run["history"][-1][measure]) + float(warmup.get(measure, 0))
 
 
 def _interval(iv: tuple[float, float, float] | None, scale: float = 1.0, digits: int = 2) -> str:
