@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import models
-from .experiments import build_schedule
+from .experiments import build_schedule, lender
 from .training import select_device, synchronize
 
 # input shape, training-set size, test-set size
@@ -46,7 +46,8 @@ def planned_passes(cfg: dict) -> dict[str, dict]:
     per_eval = n_eval * (ev["pgd_steps"] + 1)
     report = n_report * ev["pgd_restarts"] * (ev["pgd_steps"] + ev["cw_steps"] + 2)
     out = {}
-    for run in cfg["runs"]:
+    lent = cfg.get("borrow", {}).get("runs", [])  # trained (under the lender's name) only when not stored
+    for run in cfg["runs"] + ([r for r in lender(cfg)["runs"] if r["name"] in lent] if lent else []):
         schedule = build_schedule(run, cfg["epochs"])
         if getattr(schedule, "needs_model", False):  # adaptive: at most K_max + 1, plus a probe per epoch
             probes = math.ceil(cfg["epochs"] / schedule.every)

@@ -47,6 +47,7 @@ from torch.utils.data import TensorDataset
 
 from . import models
 from ._checks import check_strict_int
+from .checkpoints import differences
 from .data import AUGMENTATIONS, DATASETS, MNIST_ENV, default_augment, load, subset
 from .errors import UserError
 from .evaluation import robustness_report
@@ -75,7 +76,9 @@ RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 PROSE_FIELDS = ("description", "choices")
 # Not compared when a finished result is looked up: prose, and the protocol, which decides how results
 # are judged, not what a run computes (a seed's AutoAttack version, the one exception, is in its report).
-NOT_RUN_SETTINGS = (*PROSE_FIELDS, "protocol")
+NOT_RUN_SETTINGS = (*PROSE_FIELDS, "protocol", "borrow")
+# Settings that must agree between an experiment and the one it borrows rows from (all but these).
+NOT_SHARED = ("name", "version", "runs", *NOT_RUN_SETTINGS)
 Log = Callable[[str], None]
 
 
@@ -197,6 +200,16 @@ class RunSpec(_Spec):
         return out
 
 
+class BorrowSpec(_Spec):
+    """Rows read from another experiment's stored results (the same settings, so the same runs).
+
+    ``experiment`` is a shipped name or a path to a ``.json`` config, as on the command line.
+    """
+
+    experiment: Annotated[str, Field(min_length=1)]
+    runs: Annotated[list[Name], Field(min_length=1)]
+
+
 class ExperimentSpec(_Spec):
     """A named, versioned experiment: shared settings and the runs of one table."""
 
@@ -220,16 +233,21 @@ class ExperimentSpec(_Spec):
     eval: EvalSpec
     runs: Annotated[list[RunSpec], Field(min_length=1)]
     protocol: ProtocolSpec | None = None
+    borrow: BorrowSpec | None = None
     choices: list[str]
 
     @model_validator(mode="after")
     def _protocol_fits(self) -> ExperimentSpec:
+        borrowed = self.borrow.runs if self.borrow else []
+        clash = sorted({r.name for r in self.runs} & set(borrowed))
+        if clash:
+            raise ValueError(f"runs {clash} are both borrowed and run here")
         if self.protocol is None:
             return self
-        names = [r.name for r in self.runs]
+        names = [r.name for r in self.runs] + borrowed
         unknown = [n for n in [self.protocol.reference, *self.protocol.compare] if n not in names]
         if unknown:
-            raise ValueError(f"protocol names runs {unknown} that are not in runs {names}")
+            raise ValueError(f"protocol names runs {unknown} that are not in runs or borrow.runs {names}")
         if self.seed != self.protocol.seeds[0]:
             raise ValueError(f"seed must be the protocol's first seed {self.protocol.seeds[0]}, got {self.seed}")
         return self
@@ -272,8 +290,8 @@ def validate_config(raw: Any, source: str = "config") -> dict:
     except ValidationError as exc:
         raise ConfigError(f"{source}: {spec_error(exc)}") from None
     # Fields added later are stored only when given, so results written before them keep matching.
-    out = spec.model_dump(exclude={"runs", "augment", "train_subset", "warmup", "protocol"})
-    for key in ("train_subset", "warmup", "protocol"):
+    out = spec.model_dump(exclude={"runs", "augment", "train_subset", "warmup", "protocol", "borrow"})
+    for key in ("train_subset", "warmup", "protocol", "borrow"):
         if getattr(spec, key) is not None:
             out[key] = getattr(spec, key).model_dump() if key != "train_subset" else spec.train_subset
     augment = spec.augment or default_augment(spec.dataset)
@@ -319,7 +337,42 @@ def load_config(name: str) -> dict:
         raw = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-    return validate_config(raw, str(path))
+    cfg = validate_config(raw, str(path))
+    if "borrow" in cfg:
+        lender(cfg, str(path))
+    return cfg
+
+
+def lender(cfg: dict, source: str = "config") -> dict:
+    """The config that ``cfg`` borrows rows from, checked: the same shared settings, the rows it names.
+
+    A borrowed row is the lender's stored result (trained there by :func:`run_experiment` if missing),
+    so everything a run computes must agree: every shared setting except the names, versions, prose
+    and protocol, and the protocol's AutoAttack seeds (they decide each seed's report).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``source``, the lender and the first setting that differs.
+    """
+    other_name = cfg["borrow"]["experiment"]
+    other = load_config(other_name)
+    where = f"{source}: field 'borrow'"
+    if "borrow" in other:
+        raise ConfigError(f"{where}: {other_name!r} borrows rows itself; borrow from the experiment that runs them")
+    known = [r["name"] for r in other["runs"]]
+    missing = [n for n in cfg["borrow"]["runs"] if n not in known]
+    if missing:
+        raise ConfigError(f"{where}: {other_name!r} has no runs {missing}; its runs: {', '.join(known)}")
+    mine, theirs = ({k: v for k, v in c.items() if k not in NOT_SHARED} for c in (cfg, other))
+    diff = differences(theirs, mine)
+    seeds = [c.get("protocol", {}).get("autoattack_standard_seeds", []) for c in (cfg, other)]
+    if seeds[0] != seeds[1]:
+        diff.append(f"protocol.autoattack_standard_seeds: {seeds[1]} != {seeds[0]}")
+    if diff:
+        raise ConfigError(f"{where}: {other_name!r} has other settings ({'; '.join(diff[:4])}), so its rows "
+                          f"are not this experiment's")
+    return other
 
 
 def with_overrides(cfg: dict, *, train_subset: int | None = None, epochs: int | None = None,
@@ -522,13 +575,16 @@ def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset],
 
 def select_runs(cfg: dict, names: list[str] | None) -> list[dict]:
     """The config's runs named in ``names`` (all when ``None``), in the config's order."""
-    known = [r["name"] for r in cfg["runs"]]
-    if names is None:
-        return cfg["runs"]
-    unknown = [n for n in names if n not in known]
+    known = [r["name"] for r in cfg["runs"]] + cfg.get("borrow", {}).get("runs", [])
+    unknown = [n for n in names or [] if n not in known]
     if unknown:
         raise ConfigError(f"runs {unknown} are not in experiment {cfg['name']!r}; its runs: {', '.join(known)}")
-    return [r for r in cfg["runs"] if r["name"] in names]
+    return [r for r in cfg["runs"] if names is None or r["name"] in names]
+
+
+def borrowed_runs(cfg: dict, names: list[str] | None) -> list[str]:
+    """The rows of ``cfg``'s ``borrow`` named in ``names`` (all when ``None``)."""
+    return [n for n in cfg.get("borrow", {}).get("runs", []) if names is None or n in names]
 
 
 def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: int | None = None,
@@ -576,9 +632,21 @@ def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: in
         command = command_line(name, runs=runs, overrides=overrides, data_path=data_path, out_dir=out_dir)
         if log and len(seeds) > 1:
             log(f"seed {s} ({seeds.index(s) + 1} of {len(seeds)})")
-        paths += [run_one(cfg, run, (train_set, test_set), overrides=overrides, source=source, out_dir=Path(out_dir),
-                          checkpoint_dir=Path(checkpoint_dir), device=dev, command=command, data_path=data_path,
-                          keep_checkpoint=keep_checkpoints, log=log) for run in chosen]
+        jobs = [(cfg, run, source, command) for run in chosen]
+        lent = borrowed_runs(cfg, runs)
+        if lent:  # trained under the lender's name, into its folders, if they are not stored yet
+            other_name = base["borrow"]["experiment"]
+            other, _ = with_overrides(lender(base, source), train_subset=train_subset, epochs=epochs,
+                                      eval_subset=eval_subset, autoattack_n=autoattack_n, seed=s)
+            other_command = command_line(other_name, runs=lent, overrides=overrides, data_path=data_path,
+                                         out_dir=out_dir)
+            jobs += [(other, run, str(config_path(other_name)), other_command) for run in other["runs"]
+                     if run["name"] in lent]
+            if log:
+                log(f"rows {', '.join(lent)}: borrowed from experiment {other_name!r}")
+        paths += [run_one(c, run, (train_set, test_set), overrides=overrides, source=src, out_dir=Path(out_dir),
+                          checkpoint_dir=Path(checkpoint_dir), device=dev, command=cmd, data_path=data_path,
+                          keep_checkpoint=keep_checkpoints, log=log) for c, run, src, cmd in jobs]
     if log and "protocol" in base and seed is None and runs is None:
         log(format_verdict(experiment_verdict(name, train_subset=train_subset, epochs=epochs,
                                               eval_subset=eval_subset, autoattack_n=autoattack_n, out_dir=out_dir)))
@@ -595,12 +663,24 @@ def experiment_runs(name: str, *, train_subset: int | None = None, epochs: int |
     base = load_config(name)
     if "protocol" not in base:
         raise ConfigError(f"experiment {base['name']!r} has no protocol, so it carries no verdict")
-    folders = {}
+    other = lender(base) if "borrow" in base else None
+    found = {}
     for s in base["protocol"]["seeds"]:
-        cfg, overrides = with_overrides(base, train_subset=train_subset, epochs=epochs, eval_subset=eval_subset,
-                                        autoattack_n=autoattack_n, seed=s)
-        folders[s] = Path(out_dir) / folder_name(cfg, overrides)
-    return collect(folders)
+        kwargs = dict(train_subset=train_subset, epochs=epochs, eval_subset=eval_subset,
+                      autoattack_n=autoattack_n, seed=s)
+        cfg, overrides = with_overrides(base, **kwargs)
+        found[s] = collect({s: Path(out_dir) / folder_name(cfg, overrides)})[s]
+        if other is None:
+            continue
+        lent = base["borrow"]["runs"]
+        clash = sorted(set(found[s]) & set(lent))
+        if clash:
+            raise ResultError(f"{Path(out_dir) / folder_name(cfg, overrides)} holds rows {clash} that experiment "
+                              f"{base['name']!r} borrows from {other['name']!r}; delete them")
+        theirs, their_overrides = with_overrides(other, **kwargs)
+        stored = collect({s: Path(out_dir) / folder_name(theirs, their_overrides)})[s]
+        found[s].update({n: stored[n] for n in lent if n in stored})
+    return found
 
 
 def experiment_verdict(name: str, **kwargs: Any) -> dict:

@@ -235,3 +235,63 @@ def test_config_train_subset_and_warmup_are_stored_only_when_given():
     assert "train_subset" not in digits and "warmup" not in digits
     assert mnist["train_subset"] == 10000 and mnist["warmup"] == {"epochs": 1}
     assert "protocol" not in load_config("digits-smoke")  # older configs keep matching their stored results
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: c.update(eps=0.3), r"'digits-verdict' has other settings \(eps: 0.2 -> 0.3\)"),
+    (lambda c: c["eval"].update(pgd_steps=10), r"other settings \(eval.pgd_steps: 20 -> 10\)"),
+    (lambda c: c["protocol"].update(autoattack_standard_seeds=[]), "autoattack_standard_seeds"),
+    (lambda c: c["borrow"]["runs"].append("pgd-40"), r"'digits-verdict' has no runs \['pgd-40'\]"),
+    (lambda c: c["borrow"].update(experiment="nope"), "unknown experiment 'nope'"),
+    (lambda c: c["borrow"].update(runs=["adaptive"]), r"runs \['adaptive'\] are both borrowed and run here"),
+    (lambda c: c["borrow"].update(runs=["amata-2-10"]),
+     r"protocol names runs \['pgd-10', 'pgd-2'\] that are not in runs or borrow.runs"),
+])
+def test_borrowed_rows_need_the_lenders_settings(tmp_path, edit, match):
+    """An experiment may read rows from another's stored results only when every shared setting agrees."""
+    raw = _raw("digits-adaptive")
+    edit(raw)
+    path = tmp_path / "borrower.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=match):
+        load_config(str(path))
+
+
+def test_borrowed_rows_are_trained_by_the_lender_and_read_back(tmp_path):
+    """A missing borrowed row is trained under the lender's name, into its folder; the verdict pairs it
+    with the borrower's own rows seed by seed; a copy of it in the borrower's folder is refused."""
+    from amata_lib.experiments import ResultError, experiment_runs, run_experiment
+    lender_raw = _raw("digits-verdict")
+    lender_raw.update(name="tiny-lender", epochs=2)
+    lender_raw["runs"] = [r for r in lender_raw["runs"] if r["name"] in ("pgd-10", "pgd-2")]
+    lender_raw["protocol"].update(seeds=[0, 1], compare=["pgd-2"], autoattack_standard_seeds=[])
+    lender_raw["eval"].update(subset=40, autoattack_n=20, pgd_steps=3, cw_steps=3, pgd_restarts=1)
+    lender_path = tmp_path / "lender.json"
+    lender_path.write_text(json.dumps(lender_raw))
+    raw = dict(lender_raw, name="tiny-borrower", borrow={"experiment": str(lender_path), "runs": ["pgd-10"]},
+               runs=[_raw("digits-verdict")["runs"][1]])  # amata-2-10
+    raw["protocol"] = dict(lender_raw["protocol"], compare=["amata-2-10"])
+    path = tmp_path / "borrower.json"
+    path.write_text(json.dumps(raw))
+    lines = []
+    kwargs = dict(train_subset=256, out_dir=tmp_path / "res", checkpoint_dir=tmp_path / "ck")
+    run_experiment(str(path), log=lines.append, **kwargs)
+    files = sorted(str(p.relative_to(tmp_path / "res")) for p in (tmp_path / "res").rglob("*.json"))
+    assert files == ["tiny-borrower-reduced-seed1/amata-2-10.json", "tiny-borrower-reduced/amata-2-10.json",
+                     "tiny-lender-reduced-seed1/pgd-10.json", "tiny-lender-reduced/pgd-10.json"]
+    stored = json.loads((tmp_path / "res/tiny-lender-reduced/pgd-10.json").read_text())
+    assert stored["config"]["experiment"] == "tiny-lender"
+    assert stored["provenance"]["command"].startswith(f"python -m amata_lib experiment {lender_path} --runs pgd-10")
+    assert any("borrowed from experiment" in line for line in lines)
+    runs = experiment_runs(str(path), train_subset=256, out_dir=tmp_path / "res")
+    assert sorted(runs) == [0, 1] and all(sorted(r) == ["amata-2-10", "pgd-10"] for r in runs.values())
+    assert runs[1]["pgd-10"]["history"] == json.loads(
+        (tmp_path / "res/tiny-lender-reduced-seed1/pgd-10.json").read_text())["history"]
+    assert "target: robust accuracy" in lines[-1]  # the verdict, over own and borrowed rows
+    again = []
+    run_experiment(str(path), log=again.append, **kwargs)  # nothing left to train
+    assert sum("done already" in line for line in again) == 4
+    copy = tmp_path / "res/tiny-borrower-reduced/pgd-10.json"
+    copy.write_text((tmp_path / "res/tiny-lender-reduced/pgd-10.json").read_text())
+    with pytest.raises(ResultError, match=r"holds rows \['pgd-10'\] that experiment 'tiny-borrower' borrows"):
+        experiment_runs(str(path), train_subset=256, out_dir=tmp_path / "res")
