@@ -189,3 +189,47 @@ def plot_protocol(runs: dict[int, dict[str, dict]], verdict: dict, *, colors: di
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_at_a_glance(results: dict[str, dict], *, colors: dict[str, str] | None = None,
+                     title: str = "") -> Figure:
+    """Amata at a glance from stored runs: K_t and alpha_t per epoch, cumulative passes, robust accuracy against time.
+
+    ``results[row]`` are stored results (:func:`amata_lib.results.load_run`) of one seed
+    with per-epoch histories, e.g. PGD-10 and Amata of ``mnist-verdict-10k``. Passes and
+    seconds include a shared clean warm-up when the run's report records one; seconds
+    exclude evaluation (as the trainer measures them).
+    """
+    if not results:
+        raise UserError("results must hold at least one stored run")
+    missing = [name for name, r in results.items() if not r.get("history")]
+    if missing:
+        raise UserError(f"results {missing} have no per-epoch history")
+    colors = colors or {name: f"C{i}" for i, name in enumerate(results)}
+    fig, (kx, px, rx) = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
+    ax2 = kx.twinx()
+    for name, result in results.items():
+        hist = result["history"]
+        warm = ((result.get("report") or {}).get("warmup") or {})
+        epochs = [r["epoch"] for r in hist]
+        colour = colors[name]
+        kx.step(epochs, [r["steps"] for r in hist], where="mid", color=colour, label=f"{name}: $K_t$")
+        ax2.step(epochs, [r["alpha"] for r in hist], where="mid", color=colour, ls=":", label=rf"{name}: $\alpha_t$")
+        px.plot(epochs, [(r["passes"] + warm.get("passes", 0)) / 1000 for r in hist], "o-", ms=3, color=colour,
+                label=name)
+        rx.plot([(r["time"] + warm.get("time", 0.0)) / 60 for r in hist], [r["robust_acc"] for r in hist], "o-",
+                ms=3, color=colour, label=name)
+    kx.set(xlabel="epoch", ylabel="PGD steps $K_t$ (solid)", title="the schedule")
+    kx.set_ylim(0, max(r["steps"] for res in results.values() for r in res["history"]) + 1)
+    ax2.set_ylabel(r"step size $\alpha_t$ (dotted)")
+    ax2.set_ylim(0, None)
+    px.set(xlabel="epoch", ylabel="cumulative passes (thousands)", title="the cost")
+    rx.set(xlabel="training time (minutes)", ylabel="per-epoch PGD-20 accuracy", title="the result")
+    for ax in (px, rx):
+        ax.legend(fontsize=8)
+    handles = kx.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    kx.legend(handles, [h.get_label() for h in handles], fontsize=7, ncol=2, loc="upper center",
+              bbox_to_anchor=(0.5, -0.2))  # below the panel: inside, it would hide a step
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -122,3 +122,24 @@ def test_plot_protocol_draws_every_row_and_the_target():
     assert list(ax.get_lines()[1].get_ydata()) == pytest.approx([0.3, 0.505])  # mean over seeds
     assert list(bx.get_lines()[1].get_ydata()) == [5, 5]
     plt.close(fig)
+
+
+def test_plot_at_a_glance_draws_schedule_cost_and_result_of_stored_runs():
+    from amata_lib.viz import plot_at_a_glance
+
+    def run(steps):
+        return {"history": [{"epoch": i + 1, "steps": k, "alpha": 0.5 / k, "passes": 100 * (i + 1),
+                             "time": 60.0 * (i + 1), "robust_acc": 0.1 * (i + 1)} for i, k in enumerate(steps)],
+                "report": {"warmup": {"passes": 1000, "time": 30.0}}}
+    fig = plot_at_a_glance({"pgd-10": run([10, 10, 10]), "amata": run([2, 6, 10])})
+    kx, px, rx, alpha_axis = fig.axes
+    assert list(kx.get_lines()[1].get_ydata()) == [2, 6, 10]
+    assert list(alpha_axis.get_lines()[1].get_ydata()) == pytest.approx([0.25, 0.5 / 6, 0.05])
+    assert list(px.get_lines()[0].get_ydata()) == pytest.approx([1.1, 1.2, 1.3])  # thousands, warm-up in
+    assert list(rx.get_lines()[0].get_xdata()) == pytest.approx([1.5, 2.5, 3.5])  # minutes, warm-up in
+    assert [t.get_text() for t in px.get_legend().get_texts()] == ["pgd-10", "amata"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="no per-epoch history"):
+        plot_at_a_glance({"pgd-10": {"history": []}})
+    with pytest.raises(ValueError, match="at least one"):
+        plot_at_a_glance({})
