@@ -20,6 +20,18 @@ def eval_mode(model: nn.Module) -> Iterator[torch.device]:
         model.train(was_training)
 
 
+def param_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``grad_theta mean_i CE(model(x_i), y_i)`` over the trainable parameters as one float vector.
+
+    In the model's current mode; uses :func:`torch.autograd.grad`, so the parameters'
+    ``.grad`` are left untouched.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    with torch.enable_grad():
+        grads = torch.autograd.grad(F.cross_entropy(model(x), y), params)
+    return torch.cat([g.float().flatten() for g in grads])
+
+
 def param_grad_sq_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """``||grad_theta mean_i CE(model(x_i), y_i)||^2`` over the trainable parameters, in the model's current mode.
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ._checks import check_strict_int
-from ._nn import eval_mode, param_grad_sq_norm
+from ._nn import eval_mode, param_grad, param_grad_sq_norm
 from .attacks import attack_loss, pgd
 from .errors import UserError
 from .schedules import Plan, Schedule
@@ -180,8 +180,11 @@ def measure_inner(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
     """How well the plan's PGD (from the clean input) solves the inner problem, against :func:`reference_attack`.
 
     Returns ``grad_sq`` (``||grad L||^2`` at the reference points), ``delta`` (mean over
-    examples of ``||x_plan - x_ref||_2``), ``delta_max`` and ``loss_gap`` (mean
-    reference loss minus mean plan loss; > 0 when the reference attack is stronger).
+    examples of ``||x_plan - x_ref||_2``), ``delta_max``, ``loss_gap`` (mean
+    reference loss minus mean plan loss; > 0 when the reference attack is stronger),
+    ``grad_err`` (the error ``||e|| = ||grad L(x_plan) - grad L(x_ref)||`` that the plan's
+    points put into the outer step: the ``e_t`` of Theorem 1's one-step argument) and
+    ``grad_err_rel`` (``||e|| / ||grad L(x_ref)||``). ``L`` is the batch-mean cross-entropy.
     Runs in eval mode with its own seeded random stream, so calling it from a
     training callback does not change the training run.
     """
@@ -193,5 +196,8 @@ def measure_inner(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
         dist = (x_plan - x_ref).flatten(1).norm(dim=1)
         with torch.no_grad():
             gap = attack_loss(model(x_ref), y).mean() - attack_loss(model(x_plan), y).mean()
+        g_ref = param_grad(model, x_ref, y)
+        err, norm = float((param_grad(model, x_plan, y) - g_ref).norm()), float(g_ref.norm())
         return {"grad_sq": param_grad_sq_norm(model, x_ref, y), "delta": float(dist.mean()),
-                "delta_max": float(dist.max()), "loss_gap": float(gap)}
+                "delta_max": float(dist.max()), "loss_gap": float(gap), "grad_err": err,
+                "grad_err_rel": err / norm if norm > 0 else 0.0}

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from amata_lib import Amata, Constant, Plan, pgd
 from amata_lib._nn import param_grad_sq_norm as robust_grad_norm_sq
@@ -125,3 +126,17 @@ def test_measure_inner(pgd_model, digits):
     ref = reference_attack(model, x, y, eps=0.2, steps=30, alpha=0.5 / 30, restarts=1)
     model.train()
     assert same["grad_sq"] == pytest.approx(robust_grad_norm_sq(model, ref, y))
+    assert same["grad_err"] == 0 and same["grad_err_rel"] == 0  # the plan is the reference
+    # the gradient error of the coarse plan, by hand: ||grad(x_1) - grad(x_ref)|| of the batch-mean loss
+    model.eval()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        ref2 = reference_attack(model, x, y, eps=0.2, steps=30)
+    x_1 = pgd(model, x, y, eps=0.2, alpha=0.5, steps=1, random_start=False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    g = [torch.cat([t.flatten() for t in torch.autograd.grad(F.cross_entropy(model(z), y), params)])
+         for z in (x_1, ref2)]
+    model.train()
+    assert coarse["grad_err"] == pytest.approx(float((g[0] - g[1]).norm()), rel=1e-5)
+    assert coarse["grad_err_rel"] == pytest.approx(coarse["grad_err"] / float(g[1].norm()), rel=1e-5)
+    assert coarse["grad_err"] > 0
