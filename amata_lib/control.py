@@ -341,8 +341,11 @@ def two_loop(schedule: Schedule, *, theta0_value: float, eta: float, gamma_value
     dict of numpy arrays of length ``iterations + 1`` (index 0 = before training)
         ``theta``; ``robust_loss`` = ``theta**2/2``; ``cost`` = cumulative
         ``gamma * sum K``; ``objective`` = ``robust_loss + eta * cost``, the
-        discretised Bolza objective (Eq. 6) of the run so far; and ``steps``
-        (length ``iterations``).
+        discretised Bolza objective (Eq. 6) of the run so far; ``steps`` and
+        ``alpha_ratio`` (length ``iterations``): ``alpha_i / alpha*(theta_i)``, the step
+        against the exact one-step size ``(theta**2 + 1) / 2`` of :func:`toy_one_step_alpha`
+        at the iteration's state (1: exact; above 1 the inner loop overshoots ``x*``, above 2
+        it diverges).
     """
     theta_value = _check_real("theta0_value", theta0_value)
     eta = _check_real("eta", eta, minimum=0, strict=True)
@@ -358,8 +361,9 @@ def two_loop(schedule: Schedule, *, theta0_value: float, eta: float, gamma_value
     theta_arr = np.array(thetas)
     cost = gamma_value * np.concatenate([[0], np.cumsum(steps)])
     robust = theta_arr**2 / 2
+    alpha_ratio = np.array([p.alpha for p in plans]) * 2 / (theta_arr[:-1] ** 2 + 1)
     return {"theta": theta_arr, "robust_loss": robust, "cost": cost, "objective": robust + eta * cost,
-            "steps": steps}
+            "steps": steps, "alpha_ratio": alpha_ratio}
 
 
 def tradeoff(schedules: Mapping[str, Schedule], *, theta0_value: float, eta: float,

@@ -161,3 +161,18 @@ def test_optimal_shape_schedule_follows_eq12():
 def test_explorer_offers_optimal_shape():
     from amata_lib.explorer import SHAPES
     assert "optimal" in SHAPES
+
+
+def test_two_loop_alpha_ratio_is_the_step_against_the_exact_one():
+    """alpha_i / alpha*(theta_i) with alpha* = (theta^2 + 1) / 2: 1 for K = tau * |l_xx| at the start,
+    below 1 for more steps, and Amata (whose K_t lags K*_t) overshoots on most iterations."""
+    two_loop = c.two_loop
+    ten = two_loop(Constant(10, 0.5, 60), theta0_value=2.0, eta=0.05, gamma_value=0.04)
+    assert ten["alpha_ratio"][0] == pytest.approx(0.5 / 2.5) and (ten["alpha_ratio"] < 1).all()
+    assert len(ten["alpha_ratio"]) == 60
+    two = two_loop(Constant(2, 2.5, 60), theta0_value=2.0, eta=0.05, gamma_value=0.04)
+    assert two["alpha_ratio"][0] == pytest.approx(1.0) and two["alpha_ratio"][-1] > 2  # diverges late
+    theta = two["theta"][30]
+    assert two["alpha_ratio"][30] == pytest.approx(2.5 / ((theta ** 2 + 1) / 2))
+    amata = two_loop(Amata(2, 10, 5.0, 60), theta0_value=2.0, eta=0.05, gamma_value=0.04)
+    assert (amata["alpha_ratio"] > 1).sum() == 54 and amata["robust_loss"][-1] < (2.0 * 0.95 ** 60) ** 2 / 2
