@@ -330,6 +330,11 @@ def config_path(name: str) -> Path:
     return CONFIG_DIR / f"{name}.json"
 
 
+def config_source(name: str) -> str:
+    """How results record config ``name``: ``amata_lib/configs/NAME.json`` for a shipped one, else the path."""
+    return name if name.endswith(".json") else f"amata_lib/configs/{name}.json"
+
+
 def load_config(name: str) -> dict:
     """Read and validate config ``name`` (shipped name or ``.json`` path)."""
     path = config_path(name)
@@ -618,7 +623,7 @@ def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: in
     log : callable, optional
         Receives one line per epoch and per run (``None``: silent).
     """
-    source = name if name.endswith(".json") else f"amata_lib/configs/{name}.json"
+    source = config_source(name)
     base = load_config(name)
     seeds = [seed] if seed is not None else base.get("protocol", {}).get("seeds", [base["seed"]])
     dev = select_device(device)
@@ -640,7 +645,7 @@ def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: in
                                       eval_subset=eval_subset, autoattack_n=autoattack_n, seed=s)
             other_command = command_line(other_name, runs=lent, overrides=overrides, data_path=data_path,
                                          out_dir=out_dir)
-            jobs += [(other, run, str(config_path(other_name)), other_command) for run in other["runs"]
+            jobs += [(other, run, config_source(other_name), other_command) for run in other["runs"]
                      if run["name"] in lent]
             if log:
                 log(f"rows {', '.join(lent)}: borrowed from experiment {other_name!r}")

@@ -295,3 +295,20 @@ def test_borrowed_rows_are_trained_by_the_lender_and_read_back(tmp_path):
     copy.write_text((tmp_path / "res/tiny-lender-reduced/pgd-10.json").read_text())
     with pytest.raises(ResultError, match=r"holds rows \['pgd-10'\] that experiment 'tiny-borrower' borrows"):
         experiment_runs(str(path), train_subset=256, out_dir=tmp_path / "res")
+
+
+def test_a_shipped_lender_is_recorded_as_its_config_file(tmp_path):
+    """digits-adaptive's borrowed rows are digits-verdict's: trained under its name and config file when
+    missing, found again afterwards (seed 1, a reduced scale, the borrowed row only)."""
+    from amata_lib.experiments import run_experiment
+    kwargs = dict(runs=["pgd-2"], train_subset=64, epochs=1, eval_subset=20, autoattack_n=10, seed=1,
+                  out_dir=tmp_path / "res", checkpoint_dir=tmp_path / "ck")
+    lines = []
+    (path,) = run_experiment("digits-adaptive", log=lines.append, **kwargs)
+    assert path.parent.name == "digits-verdict-reduced-seed1" and path.name == "pgd-2.json"
+    stored = json.loads(path.read_text())
+    assert stored["config"]["config_file"] == "amata_lib/configs/digits-verdict.json"
+    assert stored["config"]["experiment"] == "digits-verdict"
+    again = []
+    assert run_experiment("digits-adaptive", log=again.append, **kwargs) == [path]
+    assert any("done already" in line for line in again)
