@@ -11,6 +11,7 @@ import math
 import shlex
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 from pydantic import ValidationError
@@ -401,6 +402,45 @@ def _experiment_parser(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_cmd_experiment)
 
 
+def _numbers(kind: type) -> Callable[[str], tuple]:
+    """argparse type: a comma-separated list of numbers (``0,1,2``)."""
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+    return parse
+
+
+def _cmd_criterion(a: argparse.Namespace) -> int:
+    from .criterion_study import ordering_holds, run_study
+    command = "python -m amata_lib criterion " + " ".join(shlex.quote(v) for v in a.argv)
+    record = run_study(a.out, command=command, epochs=a.epochs, seeds=a.seeds, measure_every=a.measure_every,
+                       gammas=a.gammas, log=lambda line: print(line, flush=True))
+    for co_state in ("eq14", "strong"):
+        for gamma in record["settings"]["gammas"]:
+            held = ordering_holds(record, co_state=co_state, gamma=gamma)
+            print(f"co-state {co_state:6s} gamma {gamma:<7g}: the paper's ordering holds in "
+                  f"{sum(held.values())} of {len(held)} seeds")
+    return 0
+
+
+def _criterion_parser(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("criterion", help="measure C over whole trainings of the paper's Table 1 strategies",
+                       description="Train PGD-10/20/40 and Amata (5, 40), (10, 40) on digits for every seed, "
+                                   "measure the exact criterion C (Eq. 14, and with a strong attack's co-state) "
+                                   "at several gamma, and write one JSON file with provenance. Interrupt it "
+                                   "any time: the same command resumes after the last finished training.")
+    c.add_argument("--out", default="data/criterion/digits-table1.json", help="result file (JSON)")
+    c.add_argument("--epochs", type=_number(minimum=1, kind=int), default=30, help="epochs (default: 30)")
+    c.add_argument("--seeds", type=_numbers(int), default=(0, 1, 2), help="seeds (default: 0,1,2)")
+    c.add_argument("--measure-every", type=_number(minimum=1, kind=int), default=10,
+                   help="measure C after every N-th epoch (default: 10)")
+    c.add_argument("--gammas", type=_numbers(float), default=(0.0, 1e-4, 1e-3, 0.04),
+                   help="prices per inner step (default: 0,1e-4,1e-3,0.04)")
+    c.set_defaults(func=_cmd_criterion)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``amata_lib`` argument parser."""
     p = _Parser(prog="python -m amata_lib",
@@ -415,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("path", help="a JSON file written by 'train'")
     w.set_defaults(func=_cmd_show)
     _experiment_parser(sub)
+    _criterion_parser(sub)
     return p
 
 
@@ -422,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; user mistakes print one line to stderr and return 2, bugs keep their traceback."""
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[2:] if argv is None else argv[1:])
         return args.func(args)
     except UserError as exc:
         print(f"amata_lib: error: {exc}", file=sys.stderr)

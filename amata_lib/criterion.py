@@ -41,7 +41,7 @@ from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
 from torch import nn
 
 from ._checks import check_int, check_pixels, check_positive, check_real, check_strict_int
-from ._nn import eval_mode, param_grad_sq_norm
+from ._nn import eval_mode, param_grad, param_grad_sq_norm
 from .attacks import _check_budget, pgd, pgd_iterates, pgd_start
 from .errors import UserError
 from .schedules import Plan
@@ -142,19 +142,46 @@ class CriterionResult:
     passes: int
 
 
-def _value(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, steps: int, gamma: float) -> float:
-    """``V`` at the attack's point: squared parameter-gradient norm minus ``gamma * steps``."""
-    return param_grad_sq_norm(model, x_adv, y) - gamma * steps
+def _gain(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, g_ref: torch.Tensor | None) -> float:
+    """The gamma-free part of ``V`` at the attack's point: ``||g||^2`` (Eq. 14), or ``<g_ref, g>`` with a reference."""
+    if g_ref is None:
+        return param_grad_sq_norm(model, x_adv, y)
+    return float(g_ref @ param_grad(model, x_adv, y))
+
+
+def _value(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, steps: int, gamma: float,
+           g_ref: torch.Tensor | None = None) -> float:
+    """``V`` at the attack's point: its gain (:func:`_gain`) minus ``gamma * steps``."""
+    return _gain(model, x_adv, y, g_ref) - gamma * steps
+
+
+def _reference_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    reference: torch.Tensor | None) -> torch.Tensor | None:
+    """The parameter gradient at the reference points (in eval mode), or ``None`` without a reference."""
+    if reference is None:
+        return None
+    if not isinstance(reference, torch.Tensor) or reference.shape != x.shape:
+        raise UserError(f"reference must be a tensor of the batch's shape {tuple(x.shape)}, got "
+                        f"{getattr(reference, 'shape', type(reference).__name__)}")
+    check_pixels("reference", reference)
+    with eval_mode(model):
+        return param_grad(model, reference.detach(), y)
 
 
 def plan_value(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, *, eps: float,
-               gamma: float) -> float:
-    """``V(alpha, K)``: squared parameter-gradient norm at PGD's point (no random start) minus ``gamma * K``."""
+               gamma: float, reference: torch.Tensor | None = None) -> float:
+    """``V(alpha, K)``: squared parameter-gradient norm at PGD's point (no random start) minus ``gamma * K``.
+
+    With ``reference`` (adversarial points of a strong attack on the same batch, e.g.
+    :func:`amata_lib.convergence.reference_attack`) the gain is ``<g_ref, g>`` instead of
+    ``||g||^2`` (see :func:`criterion_c_exact`).
+    """
     if not isinstance(plan, Plan):
         raise UserError(f"plan must be a Plan, got {plan!r}")
+    g_ref = _reference_grad(model, x, y, reference)
     with eval_mode(model):
         x_adv = pgd(model, x, y, eps=eps, alpha=plan.alpha, steps=plan.steps, random_start=False)
-        return _value(model, x_adv, y, plan.steps, gamma)
+        return _value(model, x_adv, y, plan.steps, gamma, g_ref)
 
 
 def criterion_c(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, *, eps: float, gamma: float,
@@ -216,17 +243,75 @@ def criterion_c(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, 
                            evaluations=len(cache), passes=sum(p.steps + 1 for p in cache))
 
 
-def criterion_c_exact(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, *, eps: float,
-                      gamma: float, ks: Iterable[int], alphas: Iterable[float]) -> CriterionResult:
-    """The greedy criterion C of Eq. 14 with the maximum over the grid ``G = ks x alphas`` computed exactly.
+def grid_gains(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, ks: Iterable[int],
+               alphas: Iterable[float], reference: torch.Tensor | None = None) -> tuple[dict[Plan, float], int]:
+    """The gamma-free part of ``V`` for every plan of the grid ``ks x alphas``, and the passes it took.
 
-    Every plan of the grid is evaluated, with the value :func:`plan_value` gives it.
     PGD without random start is deterministic, so the ``K``-step point is the ``K``-th
     iterate of a longer run: one run of ``max(ks)`` steps per step size yields all of
-    them, and the work is ``len(alphas) * (max(ks) + len(ks))`` passes plus the current
-    plan's ``K_t + 1`` -- instead of ``sum(K + 1)`` over the grid for plan-by-plan
-    evaluation. Ties keep the current plan, then the first grid plan in
-    ``alphas``-then-``ks`` order.
+    them, for ``len(alphas) * (max(ks) + len(ks))`` passes (plus one for the
+    reference's gradient) instead of ``sum(K + 1)`` over the grid. The plans come in
+    ``alphas``-then-``ks`` order. Since ``V = gain - gamma * K``, one call gives ``C`` at
+    every ``gamma`` (:func:`criterion_c_exact_gammas`).
+    """
+    ks, alphas = sorted(set(ks)), list(dict.fromkeys(alphas))
+    if not ks or not alphas:
+        raise UserError(f"ks and alphas must be non-empty, got ks={ks!r}, alphas={alphas!r}")
+    for k in ks:
+        check_strict_int("ks", k)
+    for a in alphas:
+        check_positive("alphas", a)
+    _check_budget(eps, max(alphas), max(ks), "ce")
+    check_pixels("x", x)
+    x, wanted = x.detach(), set(ks)
+    g_ref = _reference_grad(model, x, y, reference)
+    gains, passes = {}, 0 if g_ref is None else 1
+    with eval_mode(model):
+        for alpha in alphas:
+            start = pgd_start(x, eps, random_start=False)
+            iterates = pgd_iterates(model, x, y, start, eps=eps, alpha=alpha, steps=ks[-1])
+            for k, x_adv in enumerate(iterates, start=1):
+                if k in wanted:
+                    gains[Plan(k, float(alpha))] = _gain(model, x_adv, y, g_ref)
+            passes += ks[-1] + len(ks)
+    return gains, passes
+
+
+def criterion_c_exact_gammas(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, *, eps: float,
+                             gammas: Iterable[float], ks: Iterable[int], alphas: Iterable[float],
+                             reference: torch.Tensor | None = None) -> dict[float, CriterionResult]:
+    """:func:`criterion_c_exact` at several ``gammas`` from one evaluation of the grid (same passes for all)."""
+    if not isinstance(plan, Plan):
+        raise UserError(f"plan must be a Plan, got {plan!r}")
+    gammas = list(gammas)
+    if not gammas:
+        raise UserError("gammas must name at least one gamma")
+    for g in gammas:
+        check_real("gamma", g, minimum=0)
+    gains, passes = grid_gains(model, x, y, eps=eps, ks=ks, alphas=alphas, reference=reference)
+    current = plan_value(model, x, y, plan, eps=eps, gamma=0.0, reference=reference)
+    passes += plan.steps + 1 + (0 if reference is None else 1)
+    evaluations = len(set(gains) | {plan})
+    out = {}
+    for gamma in gammas:
+        mine = current - gamma * plan.steps
+        best, best_value = plan, mine  # ties keep the current plan, then the first grid plan
+        for candidate, gain in gains.items():
+            if gain - gamma * candidate.steps > best_value:
+                best, best_value = candidate, gain - gamma * candidate.steps
+        out[gamma] = CriterionResult(c=best_value - mine, best=best, best_value=best_value, plan_value=mine,
+                                     evaluations=evaluations, passes=passes)
+    return out
+
+
+def criterion_c_exact(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, *, eps: float,
+                      gamma: float, ks: Iterable[int], alphas: Iterable[float],
+                      reference: torch.Tensor | None = None) -> CriterionResult:
+    """The greedy criterion C of Eq. 14 with the maximum over the grid ``G = ks x alphas`` computed exactly.
+
+    Every plan of the grid is evaluated, with the value :func:`plan_value` gives it, in
+    :func:`grid_gains`'s one PGD run per step size. Ties keep the current plan, then the
+    first grid plan in ``alphas``-then-``ks`` order.
 
     Parameters
     ----------
@@ -236,6 +321,16 @@ def criterion_c_exact(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: 
         Step counts of the grid (each ``>= 1``).
     alphas : iterable of float
         Step sizes of the grid (each ``> 0``).
+    reference : torch.Tensor, optional
+        Adversarial points of a strong attack on the same batch (e.g.
+        :func:`amata_lib.convergence.reference_attack`). Then a plan's gain is
+        ``<grad_theta l(x_ref), grad_theta l(x_plan)>`` instead of ``||grad_theta l(x_plan)||^2``:
+        Eq. 14 replaces the co-state by minus the plan's *own* loss gradient, so a plan
+        scores by how far its update moves the parameters on the loss it defines
+        itself, and a weak attack, whose loss is the near-clean loss, can score best;
+        with the strong attack's gradient in the co-state's place a plan scores by how
+        much its update lowers the strong-attack loss to first order. An addition of
+        ours, not the paper's. The reference attack's own passes are not counted.
 
     Returns
     -------
@@ -249,31 +344,6 @@ def criterion_c_exact(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: 
     same; this function is an addition | TPE with a budget of 10-20 is only a lower
     bound; on a grid of a few hundred plans the exact maximum costs little more.
     """
-    if not isinstance(plan, Plan):
-        raise UserError(f"plan must be a Plan, got {plan!r}")
     check_real("gamma", gamma, minimum=0)
-    ks, alphas = sorted(set(ks)), list(dict.fromkeys(alphas))
-    if not ks or not alphas:
-        raise UserError(f"ks and alphas must be non-empty, got ks={ks!r}, alphas={alphas!r}")
-    for k in ks:
-        check_strict_int("ks", k)
-    for a in alphas:
-        check_positive("alphas", a)
-    _check_budget(eps, max(alphas), max(ks), "ce")
-    check_pixels("x", x)
-    x, wanted = x.detach(), set(ks)
-    current = plan_value(model, x, y, plan, eps=eps, gamma=gamma)
-    best, best_value, passes = plan, current, plan.steps + 1
-    with eval_mode(model):
-        for alpha in alphas:
-            start = pgd_start(x, eps, random_start=False)
-            iterates = pgd_iterates(model, x, y, start, eps=eps, alpha=alpha, steps=ks[-1])
-            for k, x_adv in enumerate(iterates, start=1):
-                if k in wanted:
-                    value = _value(model, x_adv, y, k, gamma)
-                    if value > best_value:
-                        best, best_value = Plan(k, float(alpha)), value
-            passes += ks[-1] + len(ks)
-    grid = {Plan(k, float(a)) for k in ks for a in alphas}
-    return CriterionResult(c=best_value - current, best=best, best_value=best_value, plan_value=current,
-                           evaluations=len(grid | {plan}), passes=passes)
+    return criterion_c_exact_gammas(model, x, y, plan, eps=eps, gammas=[gamma], ks=ks, alphas=alphas,
+                                    reference=reference)[gamma]

@@ -172,3 +172,40 @@ def test_grid_space_and_exact_refuse_bad_grids(batch):
         criterion_c_exact(linear_model(), x, y, Plan(1, 0.1), eps=0.1, gamma=0.0, ks=[0, 2], alphas=[0.1])
     with pytest.raises(UserError, match="alphas"):
         criterion_c_exact(linear_model(), x, y, Plan(1, 0.1), eps=0.1, gamma=0.0, ks=[2], alphas=[-0.1])
+
+
+def test_exact_c_at_several_gammas_is_one_grid_evaluation(batch):
+    from amata_lib.criterion import criterion_c_exact, criterion_c_exact_gammas
+    model, (x, y) = linear_model(), batch
+    plan, ks, alphas = Plan(5, 0.04), [1, 2, 5, 8], [0.02, 0.05]
+    many = criterion_c_exact_gammas(model, x, y, plan, eps=0.2, gammas=[0.0, 1e-3, 1.0], ks=ks, alphas=alphas)
+    for gamma, result in many.items():
+        assert result == criterion_c_exact(model, x, y, plan, eps=0.2, gamma=gamma, ks=ks, alphas=alphas)
+    assert many[1.0].best.steps == 1  # a high price per step picks the cheapest plan
+    assert many[0.0].c >= 0 and len({r.passes for r in many.values()}) == 1
+    with pytest.raises(ValueError, match="gammas must name"):
+        criterion_c_exact_gammas(model, x, y, plan, eps=0.2, gammas=[], ks=ks, alphas=alphas)
+
+
+def test_strong_reference_scores_a_plan_by_its_step_on_the_reference_loss(batch):
+    """With a reference the gain is <grad l(x_ref), grad l(x_plan)>: the brute force over plan_value agrees,
+    a reference equal to the plan's own points gives back Eq. 14's ||grad||^2, and it costs one more pass."""
+    from amata_lib.attacks import pgd
+    from amata_lib.criterion import criterion_c_exact
+    model, (x, y) = linear_model(), batch
+    plan, ks, alphas = Plan(3, 0.05), [1, 2, 3, 6], [0.02, 0.1]
+    x_ref = pgd(model, x, y, eps=0.2, alpha=0.01, steps=40, random_start=False)
+    out = criterion_c_exact(model, x, y, plan, eps=0.2, gamma=1e-4, ks=ks, alphas=alphas, reference=x_ref)
+    values = {Plan(k, a): plan_value(model, x, y, Plan(k, a), eps=0.2, gamma=1e-4, reference=x_ref)
+              for a in alphas for k in ks}
+    current = plan_value(model, x, y, plan, eps=0.2, gamma=1e-4, reference=x_ref)
+    assert out.plan_value == pytest.approx(current)
+    assert out.best_value == pytest.approx(max(max(values.values()), current))
+    assert out.c == pytest.approx(max(max(values.values()), current) - current)
+    plain = criterion_c_exact(model, x, y, plan, eps=0.2, gamma=1e-4, ks=ks, alphas=alphas)
+    assert out.passes == plain.passes + 2  # the reference's gradient, in the grid and for the current plan
+    own = pgd(model, x, y, eps=0.2, alpha=plan.alpha, steps=plan.steps, random_start=False)
+    assert plan_value(model, x, y, plan, eps=0.2, gamma=1e-4, reference=own) == pytest.approx(
+        plan_value(model, x, y, plan, eps=0.2, gamma=1e-4), rel=1e-5)
+    with pytest.raises(ValueError, match="reference must be a tensor of the batch's shape"):
+        plan_value(model, x, y, plan, eps=0.2, gamma=1e-4, reference=x_ref[:3])
