@@ -414,7 +414,7 @@ def _numbers(kind: type) -> Callable[[str], tuple]:
 
 def _cmd_criterion(a: argparse.Namespace) -> int:
     from .criterion_study import ordering_holds, run_study
-    command = "python -m amata_lib criterion " + " ".join(shlex.quote(v) for v in a.argv)
+    command = " ".join(["python -m amata_lib criterion", *(shlex.quote(v) for v in a.argv)])
     record = run_study(a.out, command=command, epochs=a.epochs, seeds=a.seeds, measure_every=a.measure_every,
                        gammas=a.gammas, log=lambda line: print(line, flush=True))
     for co_state in ("eq14", "strong"):
