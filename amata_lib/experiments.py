@@ -713,6 +713,30 @@ def summary(result: dict) -> dict:
         raise ResultError(f"result of run {result.get('run')!r} has no final robustness report")
     last = result["history"][-1]
     rep = result["report"]
-    return {"run": result.get("run", result["config"]["run"]["name"]), "clean": rep.get("clean"),
+    name = result["run"] if "run" in result else result["config"]["run"]["name"]
+    return {"run": name, "clean": rep.get("clean"),
             "pgd": rep.get("pgd"), "cw": rep.get("cw"), "autoattack": rep.get("autoattack"),
             "time": last["time"], "passes": last["passes"], "epochs": last["epoch"]}
+
+
+def report_table(results: dict[str, dict], *, attack: str = "PGD", cw: str = "CW", aa: str = "AA") -> str:
+    """The final reports of stored runs as a table: clean, PGD, CW, AutoAttack, passes, catastrophic overfitting.
+
+    ``results[name]`` are stored results; the column labels name the attacks as the
+    config ran them (e.g. ``attack="PGD-20"``). The last column gives the first epoch
+    :func:`~amata_lib.history.overfitting_epochs` flags ("-" for runs without the FGSM
+    check) and notes an early stop with rollback (Fast's).
+    """
+    from .history import overfitting_epochs
+    lines = [f"{'run':16s} {'clean':>6s} {attack:>7s} {cw:>6s} {aa:>6s}  {'passes':>6s}  catastrophic overfitting"]
+    for res in results.values():
+        r = summary(res)
+        flagged = overfitting_epochs(res["history"])
+        co = "-" if flagged is None else (f"from epoch {flagged[0]}" if flagged else "no")
+        if res["history"][-1].get("rolled_back"):
+            co += f"; stopped at epoch {res['history'][-1]['epoch']}, rolled back"
+        pct = [f"{v:{w}.1%}" if v is not None else f"{'n/a':>{w}s}"
+               for v, w in ((r["clean"], 6), (r["pgd"], 7), (r["cw"], 6), (r["autoattack"], 6))]
+        lines.append(f"{r['run']:16s} {' '.join(pct)}  {r['passes']:6.0f}  {co}")
+    return "\n".join(lines)
+

@@ -38,6 +38,13 @@ def catastrophic_overfitting(history: Sequence[dict], drop: float = 0.2, gap: fl
     return collapsed or last["fgsm_acc"] - last["robust_acc"] >= gap
 
 
+def overfitting_epochs(history: Sequence[dict]) -> list[int] | None:
+    """The epochs (from 1) that :func:`catastrophic_overfitting` flags; ``None`` for a run without the FGSM check."""
+    if all(r.get("fgsm_acc") is None for r in history):
+        return None
+    return [r["epoch"] for i, r in enumerate(history) if catastrophic_overfitting(history[:i + 1])]
+
+
 def time_to_target(history: Sequence[dict], robust_acc: float, *, stay: bool = False) -> dict | None:
     """Training time and passes at the first evaluated epoch reaching ``robust_acc``.
 

@@ -58,6 +58,19 @@ def need_plan(plan: Plan | None, who: str) -> Plan:
     return plan
 
 
+def step_once(maximizer: "Maximizer", plan: Plan | None, build_model: Any, x: torch.Tensor, y: torch.Tensor, *,
+              lr: float = 0.05, momentum: float = 0.9, seed: int = 0) -> StepResult:
+    """One training step of ``maximizer`` on the minibatch ``(x, y)``: a fresh ``build_model()``, a fresh SGD.
+
+    For counting what one minibatch of a method costs (its :class:`StepResult`); the
+    examples' indices are ``0 .. len(x) - 1`` (for ATTA's store).
+    """
+    torch.manual_seed(seed)
+    net = build_model()
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
+    return maximizer.step(net, net, optimizer, x, y, plan, index=torch.arange(len(x)))
+
+
 class Maximizer:
     """Base class of inner maximizers: explicit defaults for everything the trainer calls.
 

@@ -323,6 +323,24 @@ class YOPOMaximizer(Maximizer):
             raise UserError(f"layer {self.layer!r} was not called by {type(model).__name__}.forward")
         return out[0]
 
+    def full_pass(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One full forward+backward pass at ``x + delta``: the input gradient and ``g = dloss/dz`` at the layer.
+
+        The loss is the summed cross-entropy; ``g`` is what :meth:`cheap_grad` holds fixed.
+        The parameters' ``.grad`` are left untouched (:func:`torch.autograd.grad`).
+        """
+        captured: list[torch.Tensor] = []
+        handle = self._submodule(model).register_forward_hook(lambda _m, _i, out: captured.append(out))
+        with torch.enable_grad():
+            d = delta.detach().requires_grad_(True)
+            try:
+                loss = F.cross_entropy(model(x + d), y, reduction="sum")
+            finally:
+                handle.remove()
+            grad_x, g = torch.autograd.grad(loss, [d, captured[0]])
+        return grad_x, g
+
     def cheap_grad(self, model: nn.Module, x: torch.Tensor, delta: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """``grad_delta <g, f(x + delta)>``: the input gradient through the first layer with ``g`` held fixed."""
         with torch.enable_grad():

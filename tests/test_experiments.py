@@ -296,3 +296,21 @@ def test_plus_experiment_runs_and_records_overfitting_checks(tmp_path, monkeypat
     # and early stopping's PGD accuracy in every record
     assert [h["lr"] for h in fast["history"]] == pytest.approx([0.05 / 3, 0.0])
     assert all(0 <= h["early_stop_acc"] <= 1 for h in fast["history"])
+
+
+def test_report_table_lists_every_run_with_its_overfitting_flag():
+    from amata_lib.experiments import report_table
+    from amata_lib.history import overfitting_epochs
+
+    def run(name, fgsm):
+        history = [{"epoch": e, "time": e, "passes": 10 * e, "robust_acc": 0.5 if e < 3 else 0.05,
+                    "fgsm_acc": fgsm} for e in (1, 2, 3)]
+        return {"run": name, "history": history,
+                "report": {"clean": 0.9, "pgd": 0.05, "cw": 0.04, "autoattack": None}}
+    results = {"fast": run("fast", 0.9), "pgd-10": run("pgd-10", None)}
+    assert overfitting_epochs(results["fast"]["history"]) == [3]
+    assert overfitting_epochs(results["pgd-10"]["history"]) is None
+    lines = report_table(results, attack="PGD-20").splitlines()
+    assert lines[0].split()[:3] == ["run", "clean", "PGD-20"]
+    assert lines[1].split() == ["fast", "90.0%", "5.0%", "4.0%", "n/a", "30", "from", "epoch", "3"]
+    assert lines[2].endswith("  -")

@@ -247,6 +247,11 @@ def test_yopo_first_layer_gradient_is_the_chain_rule_input_gradient():
     # with g held fixed, a moved delta gives a different (stale) gradient, as YOPO intends
     moved = yopo.cheap_grad(model, x, delta + 0.1, g)
     assert not torch.allclose(moved, _input_grad(model, x + delta + 0.1, y, "ce"), atol=1e-6)
+    # full_pass gives the same input gradient and g, without touching the parameters' .grad
+    model.zero_grad(set_to_none=True)
+    grad_x, g_pass = yopo.full_pass(model, x, y, delta)
+    assert torch.allclose(grad_x, full, atol=1e-6) and torch.allclose(g_pass, g, atol=1e-6)
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_yopo_rejects_a_missing_layer():
