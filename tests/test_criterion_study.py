@@ -57,3 +57,19 @@ def test_tiny_study_runs_resumes_and_refuses_other_settings(tmp_path):
     assert again == []
     with pytest.raises(ResultError, match="other settings"):
         run_study(out, log=None, **dict(TINY, epochs=2))
+
+
+def test_cli_criterion_help_and_bad_input_without_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ok = subprocess.run([sys.executable, "-m", "amata_lib", "criterion", "--help"], capture_output=True, text=True,
+                        env=env, timeout=120)
+    assert ok.returncode == 0 and "--measure-every" in ok.stdout and "resumes" in ok.stdout
+    for args, message in ((["--seeds", "1,1"], "seeds must be distinct"), (["--gammas", "a,b"], "comma-separated"),
+                          (["--epochs", "5", "--measure-every", "6"], "measure_every must be <= epochs")):
+        bad = subprocess.run([sys.executable, "-m", "amata_lib", "criterion", "--out", str(tmp_path / "s.json"), *args],
+                             capture_output=True, text=True, env=env, timeout=120)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    assert not (tmp_path / "s.json").exists()
