@@ -132,12 +132,17 @@ def _raw(name):
     (lambda c: c["protocol"].update(verdict="faster"), "has unknown keys"),
 ])
 def test_bad_protocol_in_a_config_names_the_field(tmp_path, edit, match):
-    raw = _raw("digits-verdict")
-    edit(raw)
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(raw))
     with pytest.raises(ConfigError, match=match):
-        load_config(str(path))
+        _load_edited(tmp_path, "digits-verdict", edit)
+
+
+def _load_edited(tmp_path, name, edit):
+    """load_config of shipped config ``name`` after ``edit`` changed its JSON."""
+    raw = _raw(name)
+    edit(raw)
+    path = tmp_path / f"edited-{name}.json"
+    path.write_text(json.dumps(raw))
+    return load_config(str(path))
 
 
 def test_shipped_protocols_fix_their_rules_before_any_run():
@@ -249,12 +254,8 @@ def test_config_train_subset_and_warmup_are_stored_only_when_given():
 ])
 def test_borrowed_rows_need_the_lenders_settings(tmp_path, edit, match):
     """An experiment may read rows from another's stored results only when every shared setting agrees."""
-    raw = _raw("digits-adaptive")
-    edit(raw)
-    path = tmp_path / "borrower.json"
-    path.write_text(json.dumps(raw))
     with pytest.raises(ConfigError, match=match):
-        load_config(str(path))
+        _load_edited(tmp_path, "digits-adaptive", edit)
 
 
 def test_borrowed_rows_are_trained_by_the_lender_and_read_back(tmp_path):
