@@ -30,6 +30,7 @@ import torch
 
 from . import models
 from ._checks import check_int
+from ._nn import eval_mode
 from .attacks import fosc, pgd
 from .checkpoints import differences
 from .convergence import reference_attack
@@ -85,19 +86,18 @@ def measure(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan
     """C at every gamma with Eq. 14's co-state and with a strong attack's, and the plan's mean FOSC."""
     grid = settings["grid"]
     ks, alphas, eps = range(grid["k_lo"], grid["k_hi"] + 1), grid["alphas"], settings["eps"]
-    model.eval()
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        x_ref = reference_attack(model, x, y, eps=eps, steps=settings["ref_steps"])
     out = {"plan": [plan.steps, plan.alpha]}
-    for name, ref in (("eq14", None), ("strong", x_ref)):
-        results = criterion_c_exact_gammas(model, x, y, plan, eps=eps, gammas=settings["gammas"], ks=ks,
-                                           alphas=alphas, reference=ref)
-        out[name] = {str(g): {"c": r.c, "best": [r.best.steps, r.best.alpha]} for g, r in results.items()}
-        out[f"{name}_passes"] = next(iter(results.values())).passes
-    x_adv = pgd(model, x, y, eps=eps, alpha=plan.alpha, steps=plan.steps, random_start=False)
-    out["fosc"] = float(fosc(model, x_adv, x, y, eps).mean())
-    model.train()
+    with eval_mode(model):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            x_ref = reference_attack(model, x, y, eps=eps, steps=settings["ref_steps"])
+        for name, ref in (("eq14", None), ("strong", x_ref)):
+            results = criterion_c_exact_gammas(model, x, y, plan, eps=eps, gammas=settings["gammas"], ks=ks,
+                                               alphas=alphas, reference=ref)
+            out[name] = {str(g): {"c": r.c, "best": [r.best.steps, r.best.alpha]} for g, r in results.items()}
+            out[f"{name}_passes"] = next(iter(results.values())).passes
+        x_adv = pgd(model, x, y, eps=eps, alpha=plan.alpha, steps=plan.steps, random_start=False)
+        out["fosc"] = float(fosc(model, x_adv, x, y, eps).mean())
     return out
 
 

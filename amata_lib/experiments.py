@@ -629,6 +629,7 @@ def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: in
     dev = select_device(device)
     train_set, test_set = load(base["dataset"], path=data_path, root=data_root, download=download)
     train_set = subset(train_set, train_subset if train_subset is not None else base.get("train_subset"))
+    other_base = lender(base, source) if "borrow" in base else None  # checked once, used for every seed
     paths = []
     for s in seeds:
         cfg, overrides = with_overrides(base, train_subset=train_subset, epochs=epochs, eval_subset=eval_subset,
@@ -641,7 +642,7 @@ def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: in
         lent = borrowed_runs(cfg, runs)
         if lent:  # trained under the lender's name, into its folders, if they are not stored yet
             other_name = base["borrow"]["experiment"]
-            other, _ = with_overrides(lender(base, source), train_subset=train_subset, epochs=epochs,
+            other, _ = with_overrides(other_base, train_subset=train_subset, epochs=epochs,
                                       eval_subset=eval_subset, autoattack_n=autoattack_n, seed=s)
             other_command = command_line(other_name, runs=lent, overrides=overrides, data_path=data_path,
                                          out_dir=out_dir)
