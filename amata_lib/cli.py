@@ -313,7 +313,7 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
                            eval_subset=a.eval_subset, autoattack_n=a.autoattack_n, seed=a.seed, device=a.device,
                            data_path=a.data_path, data_root=a.data_root, download=a.download, out_dir=a.out_dir,
                            checkpoint_dir=a.checkpoint_dir, keep_checkpoints=a.keep_checkpoints,
-                           log=lambda line: print(line, flush=True))
+                           allow_dirty=a.allow_dirty, log=lambda line: print(line, flush=True))
     print(f"{len(paths)} result(s) in {paths[0].parent}")
     return 0
 
@@ -371,7 +371,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 def _experiment_parser(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("experiment", help="run a named experiment config (a table of the paper)",
                        description="Run every run of a named, versioned config (amata_lib/configs/NAME.json), "
-                                   "evaluate each final model and write OUT_DIR/NAME[-reduced]/RUN.json. "
+                                   "evaluate each final model and write OUT_DIR/NAME[-reduced]/seedN/RUN.json. "
                                    "Finished runs are skipped; the same command resumes an interrupted one.")
     e.add_argument("name", nargs="?", help="experiment name (see --list) or a path to a config .json")
     e.add_argument("--list", action="store_true", help="list the shipped experiments and exit")
@@ -383,8 +383,7 @@ def _experiment_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--autoattack-n", type=COUNT, default=None,
                    help="final report (clean, PGD, CW, AutoAttack) on the first N of those")
     e.add_argument("--seed", type=_number(minimum=0, kind=int), default=None,
-                   help="only this seed (default: the config's, or every seed of its protocol); a seed other than "
-                        "the config's writes to NAME[-reduced]-seedN")
+                   help="only this seed (default: the config's, or every seed of its protocol)")
     e.add_argument("--estimate", action="store_true",
                    help="print the passes every row will take and the hours they take on --device (a pass of the "
                         "config's model timed there) and exit (no training)")
@@ -399,6 +398,9 @@ def _experiment_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out-dir", default="data/results", help="results folder (default: data/results)")
     g.add_argument("--checkpoint-dir", default="data/checkpoints", help="checkpoints (default: data/checkpoints)")
     g.add_argument("--keep-checkpoints", action="store_true", help="keep each trained model's final checkpoint")
+    g.add_argument("--allow-dirty", action="store_true",
+                   help="train an experiment that carries a verdict although amata_lib/ has uncommitted changes "
+                        "(its results are marked as made by uncommitted code); refused without it")
     e.set_defaults(func=_cmd_experiment)
 
 

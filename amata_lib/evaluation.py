@@ -17,15 +17,16 @@ from torch.utils.data import Dataset, TensorDataset
 
 from ._checks import check_int, check_pixels, check_strict_int
 from ._nn import eval_mode
-from .attacks import _check_budget, fgsm, pgd_iterates, pgd_start
+from .attacks import _check_budget, _input_grad, fgsm, pgd_iterates, pgd_start
 from .data import batches
 from .errors import UserError
 
 AUTOATTACK_PACKAGE = "pyautoattack"
 AUTOATTACK_VERSIONS = ("standard", "plus", "custom")
 MASKING_GAP = 0.05
-
-
+ZERO_GRAD_LIMIT = 0.1
+GRADIENT_FREE_N = 200
+GRADIENT_FREE_QUERIES = 1000
 
 
 def accuracy(model: nn.Module, dataset: Dataset, batch_size: int = 512) -> float:
@@ -258,41 +259,125 @@ def autoattack_accuracy(model: nn.Module, dataset: Dataset, *, eps: float, n: in
     return acc
 
 
+def input_gradient_stats(model: nn.Module, dataset: Dataset, *, n: int = GRADIENT_FREE_N) -> dict:
+    """How many of the first ``n`` examples have an input gradient of the cross-entropy that is all zero or not finite.
+
+    Measured at the clean points, in ``eval()`` mode. An honest network has a non-zero
+    gradient almost everywhere; a model that quantises or rounds its input has none, so
+    a gradient attack cannot move it -- robustness that is not there (gradient masking).
+    Returns ``{"n", "zero_fraction", "nonfinite"}`` (``nonfinite``: a count of examples).
+    """
+    head = _head(dataset, n)
+    zero = nonfinite = 0
+    with eval_mode(model) as dev:
+        for x, y in batches(head, 512, device=dev):
+            g = _input_grad(model, x, y, "ce").flatten(1)
+            finite = torch.isfinite(g).all(1)
+            nonfinite += int((~finite).sum())
+            zero += int((finite & (g == 0).all(1)).sum())
+    return {"n": len(head), "zero_fraction": zero / len(head), "nonfinite": nonfinite}
+
+
+def square_accuracy(model: nn.Module, dataset: Dataset, *, eps: float, n: int = GRADIENT_FREE_N,
+                    queries: int = GRADIENT_FREE_QUERIES, seed: int = 0, batch_size: int = 256) -> float:
+    """Accuracy under the gradient-free Square attack (Andriushchenko et al. 2020) on the first ``n`` examples.
+
+    The L-infinity Square attack of ``pyautoattack`` (the one in AutoAttack's standard
+    ensemble) with ``queries`` model evaluations per example (its schedule of square
+    sizes rescaled to that budget; AutoAttack's standard ensemble uses 5000) and the
+    margin loss. A model whose PGD accuracy lies well above this number fools the
+    gradient, not the attack. The global random state is restored afterwards.
+    """
+    check_strict_int("queries", queries)
+    head = _head(dataset, n)
+    _import_autoattack()
+    from pyautoattack.square import SquareAttack
+    correct = 0
+    with eval_mode(model) as dev, _frozen(model), _forked_rng(dev), torch.no_grad():
+        attack = SquareAttack(model, norm="Linf", n_queries=queries, eps=eps, p_init=0.8, seed=seed,
+                              loss="margin", resc_schedule=True, device=dev)
+        for x, y in batches(head, batch_size, device=dev):
+            check_pixels("x", x)
+            x_adv = attack.perturb(x, y)
+            correct += int((model(x_adv).argmax(1) == y).sum())
+    return correct / len(head)
+
+
+def masking_reasons(report: dict) -> list[str]:
+    """Why a robustness report suggests gradient masking, one sentence each (empty: no sign of it).
+
+    * AutoAttack more than ``MASKING_GAP`` below PGD (its gradient attacks do better);
+    * the best gradient attack of the report (PGD on the cross-entropy or on the CW margin) more than
+      ``MASKING_GAP`` above the gradient-free Square attack on the same examples (a margin loss can beat
+      the cross-entropy on an honest model, so PGD alone would raise false alarms);
+    * more than ``ZERO_GRAD_LIMIT`` of the examples with an all-zero input gradient, or any non-finite one.
+    """
+    reasons = []
+    if report.get("autoattack") is not None and report["autoattack"] < report["pgd"] - MASKING_GAP:
+        reasons.append(f"AutoAttack leaves {report['autoattack']:.1%}, PGD {report['pgd']:.1%}")
+    free = report.get("gradient_free")
+    if free and free["acc"] < min(free["pgd_acc"], free["cw_acc"]) - MASKING_GAP:
+        reasons.append(f"PGD and CW leave {min(free['pgd_acc'], free['cw_acc']):.1%} of the first {free['n']} "
+                       f"examples, the gradient-free Square attack ({free['queries']} queries) {free['acc']:.1%}")
+    grads = report.get("input_gradients")
+    if grads and (grads["zero_fraction"] > ZERO_GRAD_LIMIT or grads["nonfinite"]):
+        reasons.append(f"{grads['zero_fraction']:.0%} of {grads['n']} examples have an all-zero input gradient and "
+                       f"{grads['nonfinite']} a non-finite one")
+    return reasons
+
+
 def robustness_report(model: nn.Module, dataset: Dataset, *, eps: float, alpha: float | None = None,
                       pgd_steps: int = 20, pgd_restarts: int = 1, cw_steps: int = 20,
                       autoattack_n: int = 1000, autoattack_version: str = "standard",
-                      autoattack_attacks: Sequence[str] | None = None, seed: int = 0) -> dict:
-    """Clean, PGD, CW and AutoAttack accuracy on one fixed subset, with a gradient-masking flag.
+                      autoattack_attacks: Sequence[str] | None = None, seed: int = 0,
+                      gradient_free_n: int = GRADIENT_FREE_N,
+                      gradient_free_queries: int = GRADIENT_FREE_QUERIES) -> dict:
+    """Clean, PGD, CW and AutoAttack accuracy on one fixed subset, and three checks for gradient masking.
 
     All four accuracies use the first ``autoattack_n`` examples of ``dataset`` so that
     they are comparable. PGD and CW use step ``alpha`` (default ``2.5 * eps / steps``,
     the trainer's evaluation rule) and a random start seeded by ``seed``.
 
-    ``gradient_masking_suspect`` is ``autoattack < pgd - MASKING_GAP`` with
-    ``MASKING_GAP = 0.05``: AutoAttack is an ensemble that contains a PGD-like attack,
-    so on a model with honest gradients it should land at most a few points below
-    PGD-20; a gap of more than 5 points (absolute) means PGD was misled, the usual
-    sign of gradient masking. The threshold is a heuristic, not a test: on a few
-    hundred examples one example is 0.2-0.3 points, and a single-restart PGD-20 can
-    be more than 5 points too optimistic without any masking (seen on a PGD-trained
-    digits model at ``eps = 0.2``, where even the black-box Square attack beats it),
-    so raise ``pgd_restarts`` before reading the flag as masking.
+    Gradient masking (:func:`masking_reasons`): AutoAttack against PGD; the gradient-free
+    Square attack (:func:`square_accuracy`, ``gradient_free_queries`` queries) against PGD
+    and CW on the first ``gradient_free_n`` examples; and the input gradients themselves
+    (:func:`input_gradient_stats`). ``MASKING_GAP = 0.05``: on a model with honest
+    gradients the ensemble lands at most a few points below PGD-20 and PGD below a
+    1000-query Square attack. The thresholds are heuristics, not tests: on a few hundred
+    examples one example is 0.2-0.5 points, and a single-restart PGD-20 can be more than
+    5 points too optimistic without any masking (seen on a PGD-trained digits model at
+    ``eps = 0.2``, where even the black-box Square attack beats it), so raise
+    ``pgd_restarts`` before reading the flag as masking.
 
     Returns
     -------
     dict
-        ``n``, ``clean``, ``pgd``, ``cw``, ``autoattack``, ``gradient_masking_suspect``
+        ``n``, ``clean``, ``pgd``, ``cw``, ``autoattack``, ``gradient_free`` (``attack``,
+        ``queries``, ``n``, ``acc``, and ``pgd_acc``, ``cw_acc`` on the same examples), ``input_gradients``
+        (:func:`input_gradient_stats`), ``gradient_masking_suspect``, ``masking_reasons``
         and ``autoattack_flags`` (messages of AutoAttack's reliability checks).
     """
     subset = _head(dataset, autoattack_n)
     clean = accuracy(model, subset)
+    free_set = _head(subset, gradient_free_n)
+    step = (lambda k: 2.5 * eps / k) if alpha is None else (lambda k: alpha)
     with _forked_rng(next(model.parameters()).device):
         torch.manual_seed(seed)
-        robust = pgd_accuracy(model, subset, eps=eps, alpha=2.5 * eps / pgd_steps if alpha is None else alpha,
-                              steps=pgd_steps, restarts=pgd_restarts)
-        cw = cw_accuracy(model, subset, eps=eps, alpha=2.5 * eps / cw_steps if alpha is None else alpha,
-                         steps=cw_steps, restarts=pgd_restarts)
+        robust = pgd_accuracy(model, subset, eps=eps, alpha=step(pgd_steps), steps=pgd_steps, restarts=pgd_restarts)
+        cw = cw_accuracy(model, subset, eps=eps, alpha=step(cw_steps), steps=cw_steps, restarts=pgd_restarts)
+        torch.manual_seed(seed)
+        robust_free = pgd_accuracy(model, free_set, eps=eps, alpha=step(pgd_steps), steps=pgd_steps,
+                                   restarts=pgd_restarts)
+        cw_free = cw_accuracy(model, free_set, eps=eps, alpha=step(cw_steps), steps=cw_steps, restarts=pgd_restarts)
     aa, flags = _autoattack(model, subset, eps=eps, n=len(subset), version=autoattack_version,
                             attacks=autoattack_attacks, seed=seed, batch_size=256)
-    return {"n": len(subset), "clean": clean, "pgd": robust, "cw": cw, "autoattack": aa,
-            "gradient_masking_suspect": aa < robust - MASKING_GAP, "autoattack_flags": flags}
+    report = {"n": len(subset), "clean": clean, "pgd": robust, "cw": cw, "autoattack": aa,
+              "gradient_free": {"attack": "square", "queries": gradient_free_queries, "n": len(free_set),
+                                "acc": square_accuracy(model, free_set, eps=eps, n=len(free_set),
+                                                       queries=gradient_free_queries, seed=seed),
+                                "pgd_acc": robust_free, "cw_acc": cw_free},
+              "input_gradients": input_gradient_stats(model, free_set, n=len(free_set))}
+    report["masking_reasons"] = masking_reasons(report)
+    report["gradient_masking_suspect"] = bool(report["masking_reasons"])
+    report["autoattack_flags"] = flags
+    return report

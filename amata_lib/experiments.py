@@ -46,7 +46,7 @@ from pydantic import (
 from torch.utils.data import TensorDataset
 
 from . import models
-from ._checks import check_strict_int
+from ._checks import check_bool, check_strict_int
 from .checkpoints import differences
 from .data import AUGMENTATIONS, DATASETS, MNIST_ENV, default_augment, load, subset
 from .errors import UserError
@@ -54,7 +54,7 @@ from .evaluation import robustness_report
 from .history import epoch_line
 from .plus import EarlyStopRollback
 from .registry import MAXIMIZERS, build_maximizer
-from .results import ResultError, finished_result, load_run, save_run
+from .results import ResultError, finished_result, library_state, load_run, save_run
 from .schedules import (
     METHOD_PARAMS,
     METHODS,
@@ -417,9 +417,29 @@ def is_reduced(overrides: dict) -> bool:
 
 
 def folder_name(cfg: dict, overrides: dict) -> str:
-    """``<experiment>`` at the config's scale; ``-reduced`` with a scale override, ``-seed<N>`` with another seed."""
-    return (cfg["name"] + ("-reduced" if is_reduced(overrides) else "")
-            + (f"-seed{overrides['seed']}" if "seed" in overrides else ""))
+    """The experiment's results folder: ``<experiment>``, or ``<experiment>-reduced`` with a scale override."""
+    return cfg["name"] + ("-reduced" if is_reduced(overrides) else "")
+
+
+def seed_folder(root: str | Path, cfg: dict, overrides: dict) -> Path:
+    """Where one seed of an experiment lives: ``root/<experiment>[-reduced]/seed<N>`` (``N`` = the config's seed)."""
+    return Path(root) / folder_name(cfg, overrides) / f"seed{cfg['seed']}"
+
+
+def check_layout(root: str | Path, cfg: dict, overrides: dict) -> None:
+    """Refuse results stored in the layout before version 0.3 (``<experiment>/<run>.json``, ``<experiment>-seedN/``).
+
+    Raises
+    ------
+    ResultError
+        Naming the old folder, the new place and the script that moves it.
+    """
+    folder = Path(root) / folder_name(cfg, overrides)
+    old = [folder] if any(folder.glob("*.json")) else []
+    old += sorted(p for p in Path(root).glob(f"{folder.name}-seed*") if p.is_dir())
+    if old:
+        raise ResultError(f"{old[0]} is in the old results layout; results now live in {folder}/seed<N>/<run>.json: "
+                          f"move them with 'python scripts/migrate_results.py {root}'")
 
 
 # ----------------------------------------------------------------------------- one run
@@ -537,14 +557,14 @@ def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset],
             source: str, out_dir: Path, checkpoint_dir: Path, device: torch.device, command: str,
             data_path: str | None = None, keep_checkpoint: bool = False, log: Log | None = print) -> Path:
     """Train, evaluate and save one run; skip it if its result exists, resume it from its checkpoint."""
-    folder = folder_name(cfg, overrides)
-    out = out_dir / folder / f"{run['name']}.json"
+    out = seed_folder(out_dir, cfg, overrides) / f"{run['name']}.json"
     config = run_record_config(cfg, run, overrides, source)
+    config["data_sha256"] = data_file(cfg["dataset"], data_path)["data_sha256"]
     if finished_result(out, config, ignore=NOT_RUN_SETTINGS):
         if log:
             log(f"[{run['name']}] done already: {out}")
         return out
-    ckpt = checkpoint_dir / folder / f"{run['name']}.pt"
+    ckpt = seed_folder(checkpoint_dir, cfg, overrides) / f"{run['name']}.pt"
     if log and ckpt.exists():
         log(f"[{run['name']}] resuming from {ckpt}")
     train_set, test_set = datasets
@@ -565,6 +585,8 @@ def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset],
     config.update(data_file(cfg["dataset"], data_path), train_size=len(train_set), test_size=len(test_set),
                   eval_size=len(test_eval))
     report = final_report(model, test_eval, cfg)
+    if log and report["gradient_masking_suspect"]:
+        log(f"[{run['name']}] WARNING: gradient masking suspected: {'; '.join(report['masking_reasons'])}")
     if warmup is not None:
         report["warmup"] = warmup
     save_run(out, config=config, history=history, seed=cfg["seed"], dataset=cfg["dataset"], device=device,
@@ -597,7 +619,8 @@ def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: in
                    seed: int | None = None, device: str = "auto",
                    data_path: str | None = None, data_root: str | Path = "data/datasets", download: bool = False,
                    out_dir: str | Path = "data/results", checkpoint_dir: str | Path = "data/checkpoints",
-                   keep_checkpoints: bool = False, log: Log | None = print) -> list[Path]:
+                   keep_checkpoints: bool = False, allow_dirty: bool = False,
+                   log: Log | None = print) -> list[Path]:
     """Run experiment ``name`` (a shipped config or a ``.json`` path); return the result files.
 
     Parameters
@@ -610,21 +633,30 @@ def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: in
         Reduced-scale overrides (see :func:`with_overrides`); results then go to
         ``<experiment>-reduced`` and record them.
     seed : int, optional
-        Only this seed (weights, shuffling, random starts); results of a seed other than
-        the config's go to ``<experiment>[-reduced]-seed<N>``. Default: the config's seed,
+        Only this seed (weights, shuffling, random starts). Default: the config's seed,
         or every seed of its ``protocol``, after which the verdict is logged.
     device, data_path, data_root, download
         As for :func:`amata_lib.train` and :func:`amata_lib.load`.
     out_dir, checkpoint_dir : path
-        Where results (``<out_dir>/<experiment>[-reduced]/<run>.json``) and per-epoch
-        checkpoints go. Finished runs are skipped; interrupted runs resume.
+        Where results (``<out_dir>/<experiment>[-reduced]/seed<N>/<run>.json``) and per-epoch
+        checkpoints (the same layout, ``.pt``) go. Finished runs are skipped; interrupted runs resume.
     keep_checkpoints : bool
         Keep each final checkpoint (the trained weights) after its result is written.
+    allow_dirty : bool
+        Let an experiment with a verdict protocol (or one that lends it rows) train from a
+        library with uncommitted changes under ``amata_lib/``; its results then record
+        ``library_dirty: true`` and every verdict table marks them. Refused by default.
     log : callable, optional
         Receives one line per epoch and per run (``None``: silent).
     """
     source = config_source(name)
     base = load_config(name)
+    if ("protocol" in base or "borrow" in base) and not check_bool("allow_dirty", allow_dirty):
+        state = library_state()
+        if state["library_dirty"]:
+            raise UserError(f"experiment {base['name']!r} carries a verdict, and amata_lib/ has uncommitted changes "
+                            f"(commit {state['git_commit'][:12]}): commit them first, or pass --allow-dirty to "
+                            f"mark its results as made by uncommitted code")
     seeds = [seed] if seed is not None else base.get("protocol", {}).get("seeds", [base["seed"]])
     dev = select_device(device)
     train_set, test_set = load(base["dataset"], path=data_path, root=data_root, download=download)
@@ -635,6 +667,7 @@ def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: in
         cfg, overrides = with_overrides(base, train_subset=train_subset, epochs=epochs, eval_subset=eval_subset,
                                         autoattack_n=autoattack_n, seed=s)
         chosen = select_runs(cfg, runs)
+        check_layout(out_dir, cfg, overrides)
         command = command_line(name, runs=runs, overrides=overrides, data_path=data_path, out_dir=out_dir)
         if log and len(seeds) > 1:
             log(f"seed {s} ({seeds.index(s) + 1} of {len(seeds)})")
@@ -675,16 +708,18 @@ def experiment_runs(name: str, *, train_subset: int | None = None, epochs: int |
         kwargs = dict(train_subset=train_subset, epochs=epochs, eval_subset=eval_subset,
                       autoattack_n=autoattack_n, seed=s)
         cfg, overrides = with_overrides(base, **kwargs)
-        found[s] = collect({s: Path(out_dir) / folder_name(cfg, overrides)})[s]
+        check_layout(out_dir, cfg, overrides)
+        found[s] = collect(seed_folder(out_dir, cfg, overrides), experiment=cfg["name"], seed=s)
         if other is None:
             continue
         lent = base["borrow"]["runs"]
         clash = sorted(set(found[s]) & set(lent))
         if clash:
-            raise ResultError(f"{Path(out_dir) / folder_name(cfg, overrides)} holds rows {clash} that experiment "
+            raise ResultError(f"{seed_folder(out_dir, cfg, overrides)} holds rows {clash} that experiment "
                               f"{base['name']!r} borrows from {other['name']!r}; delete them")
         theirs, their_overrides = with_overrides(other, **kwargs)
-        stored = collect({s: Path(out_dir) / folder_name(theirs, their_overrides)})[s]
+        check_layout(out_dir, theirs, their_overrides)
+        stored = collect(seed_folder(out_dir, theirs, their_overrides), experiment=theirs["name"], seed=s)
         found[s].update({n: stored[n] for n in lent if n in stored})
     return found
 

@@ -6,11 +6,12 @@ import inspect
 from ._checks import check_choice
 from .errors import UserError
 from .maximizers import Clean, FATMaximizer, FOSCMaximizer, Maximizer, PGDMaximizer
-from .plus import ATTAMaximizer, FastMaximizer, FreeMaximizer, YOPOMaximizer
+from .plus import ATTAMaximizer, FastMaximizer, FreeMaximizer, NFGSMMaximizer, YOPOMaximizer
 
 MAXIMIZERS: dict[str, type[Maximizer]] = {
     "clean": Clean, "pgd": PGDMaximizer, "fosc": FOSCMaximizer, "fat": FATMaximizer,
-    "free": FreeMaximizer, "fast": FastMaximizer, "yopo": YOPOMaximizer, "atta": ATTAMaximizer}
+    "free": FreeMaximizer, "fast": FastMaximizer, "yopo": YOPOMaximizer, "atta": ATTAMaximizer,
+    "n-fgsm": NFGSMMaximizer}
 
 
 def build_maximizer(name: str, eps: float, **kwargs) -> Maximizer:

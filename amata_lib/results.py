@@ -10,6 +10,7 @@ Schema ``amata-run/1``::
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
@@ -37,17 +38,55 @@ class ResultError(UserError):
     """A results file is unreadable, corrupt or not an amata-run file."""
 
 
-def git_commit(path: str | os.PathLike | None = None) -> str | None:
-    """Commit of the checkout holding ``path`` (this package by default), with ``+dirty`` if modified."""
-    cwd = Path(path) if path is not None else Path(__file__).resolve().parent
+LIBRARY = Path(__file__).resolve().parent
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    return sha + ("+dirty" if dirty else "")
+
+
+def git_commit(path: str | os.PathLike | None = None) -> str | None:
+    """Commit of the checkout holding ``path`` (this package by default); ``None`` outside a git checkout.
+
+    Uncommitted changes are not marked here: :func:`library_state` says whether the
+    library's own source (``amata_lib/``) differs from this commit, which is what
+    decides the numbers a run produces.
+    """
+    return _git(["rev-parse", "HEAD"], Path(path) if path is not None else LIBRARY)
+
+
+def library_sha256(root: str | os.PathLike | None = None) -> str:
+    """SHA-256 of the library's source as it is on disk: every ``.py`` and ``.json`` file under ``amata_lib/``.
+
+    Files are taken in sorted relative-path order, each as its path, a NUL byte, its
+    bytes and a NUL byte; caches (``__pycache__``) are skipped. Tests, the book and
+    results are outside ``amata_lib/`` and do not enter the hash.
+    """
+    root = Path(root) if root is not None else LIBRARY
+    h = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*") if p.suffix in (".py", ".json") and p.is_file()
+                   and "__pycache__" not in p.parts)
+    for f in files:
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def library_state(root: str | os.PathLike | None = None) -> dict:
+    """The library's source as a run uses it: commit, source hash and whether ``amata_lib/`` has uncommitted changes.
+
+    ``library_dirty`` is ``True`` when a file under ``amata_lib/`` is modified, staged or
+    untracked relative to ``git_commit``; ``None`` outside a git checkout (an installed
+    wheel), where ``library_sha256`` alone identifies the code.
+    """
+    root = Path(root) if root is not None else LIBRARY
+    commit = git_commit(root)
+    status = None if commit is None else _git(["status", "--porcelain", "--untracked-files=all", "--", "."], root)
+    return {"git_commit": commit, "library_sha256": library_sha256(root),
+            "library_dirty": None if status is None else bool(status)}
 
 
 def device_name(device: str | torch.device = "cpu") -> str:
@@ -70,7 +109,7 @@ def provenance(device: str | torch.device = "cpu", command: str | None = None) -
 
     return {
         "library_version": __version__,
-        "git_commit": git_commit(),
+        **library_state(),
         "torch_version": torch.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -133,13 +172,23 @@ def validate(record: Any, source: str = "record") -> dict:
     return record
 
 
+def _moved_hint(path: Path) -> str:
+    """Where a result named by its place before amata_lib 0.3 lives now (``""`` if nowhere)."""
+    folder = path.parent.name
+    experiment, sep, seed = folder.rpartition("-seed")
+    candidates = [path.parent.parent / experiment / f"seed{seed}" / path.name] if sep and seed.isdigit() else []
+    candidates += sorted(path.parent.glob(f"seed*/{path.name}"))
+    found = [c for c in candidates if c.is_file()]
+    return f"; results moved to one folder per experiment: see {found[0]}" if found else ""
+
+
 def load_run(path: str | os.PathLike) -> dict:
     """Load and validate a run saved by :func:`save_run`."""
     path = Path(path)
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ResultError(f"{path}: no such file") from None
+        raise ResultError(f"{path}: no such file{_moved_hint(path)}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ResultError(f"{path}: not valid JSON ({exc})") from None
     return validate(record, str(path))

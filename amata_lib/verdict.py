@@ -66,6 +66,20 @@ class TargetSpec(BaseModel):
         return self
 
 
+class ConvergenceSpec(BaseModel):
+    """When the reference counts as converged, checked before any speed-up word is printed.
+
+    ``min_reached``: the reference reaches its own target in at least this many seeds
+    (default: all seeds but one); ``window``, ``max_move``: the spread (max - min) of its
+    last ``window`` evaluated robust accuracies, averaged over seeds, stays below ``max_move``.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    min_reached: Annotated[int, Field(ge=1)] | None = None
+    window: Annotated[int, Field(ge=2)] = 3
+    max_move: Annotated[float, Field(gt=0, le=1)] = 0.01
+
+
 class ProtocolSpec(BaseModel):
     """The verdict protocol of an experiment, fixed in its config before any run."""
 
@@ -80,6 +94,7 @@ class ProtocolSpec(BaseModel):
     bootstrap: Annotated[int, Field(ge=100)] = 10000
     robust_margin: Annotated[float, Field(ge=0, le=1)] = 0.02
     autoattack_standard_seeds: list[Annotated[int, Field(ge=0)]] = []
+    convergence: ConvergenceSpec = ConvergenceSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> ProtocolSpec:
@@ -87,6 +102,9 @@ class ProtocolSpec(BaseModel):
             raise ValueError(f"seeds must differ, got {self.seeds}")
         if self.reference in self.compare:
             raise ValueError(f"compare must not contain the reference {self.reference!r}")
+        if self.convergence.min_reached is not None and self.convergence.min_reached > len(self.seeds):
+            raise ValueError(f"convergence.min_reached {self.convergence.min_reached} exceeds the "
+                             f"{len(self.seeds)} seeds")
         extra = sorted(set(self.autoattack_standard_seeds) - set(self.seeds))
         if extra:
             raise ValueError(f"autoattack_standard_seeds {extra} are not among the seeds {self.seeds}")
@@ -256,8 +274,25 @@ def format_verdict(v: dict) -> str:
     return "\n".join(lines)
 
 
-def collect(folders: dict[int, Path]) -> dict[int, dict[str, dict]]:
-    """Stored results per seed: ``folders[seed]`` is the results folder of that seed."""
-    from .results import load_run
-    return {s: {path.stem: dict(load_run(path), run=path.stem) for path in sorted(Path(f).glob("*.json"))}
-            for s, f in folders.items()}
+def collect(folder: str | Path, *, experiment: str | None = None, seed: int | None = None) -> dict[str, dict]:
+    """The stored results of one seed of an experiment, ``{run name: result}``, from ``folder/*.json``.
+
+    Each file must hold the run its place says: its ``config.run.name`` is its file name,
+    and, when given, its ``config.experiment`` is ``experiment`` and its ``seed`` is ``seed``.
+    A file that holds another run is refused, naming it, so that a copied or misplaced
+    file cannot enter a verdict.
+    """
+    from .results import ResultError, load_run
+    found = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        result = load_run(path)
+        cfg = result["config"]
+        held = {"run": (cfg.get("run") or {}).get("name"), "experiment": cfg.get("experiment"),
+                "seed": result["seed"]}
+        wanted = {"run": path.stem, "experiment": experiment, "seed": seed}
+        wrong = [f"{k} {held[k]!r}, not {v!r}" for k, v in wanted.items() if v is not None and held[k] != v]
+        if wrong:
+            raise ResultError(f"{path} holds another run than its place says ({'; '.join(wrong)}); "
+                              f"move it back where it belongs or delete it")
+        found[path.stem] = dict(result, run=path.stem)
+    return found

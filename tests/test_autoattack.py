@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from amata_lib import accuracy, pgd_accuracy
-from amata_lib.evaluation import MASKING_GAP, autoattack_accuracy, robustness_report
+from amata_lib.evaluation import autoattack_accuracy, masking_reasons, robustness_report
 
 EPS = 0.2
 APGD_CE = {"version": "custom", "attacks": ["apgd-ce"]}
@@ -56,8 +56,40 @@ def test_report_is_consistent_and_leaves_no_trace(pgd_model, head):
     assert report["n"] == 64
     assert 0 <= report["autoattack"] <= report["clean"] and report["pgd"] <= report["clean"]
     assert report["cw"] <= report["clean"]
-    assert report["gradient_masking_suspect"] == (report["autoattack"] < report["pgd"] - MASKING_GAP)
+    assert report["gradient_masking_suspect"] == bool(report["masking_reasons"]) == bool(masking_reasons(report))
     assert isinstance(report["autoattack_flags"], list)
+    free = report["gradient_free"]
+    assert free["attack"] == "square" and free["n"] == 64 and 0 <= free["acc"] <= report["clean"]
+    assert report["input_gradients"] == {"n": 64, "zero_fraction": 0.0, "nonfinite": 0}
+
+
+class Rounding(torch.nn.Module):
+    """A model that rounds its input to 4 grey levels: its input gradient is zero everywhere."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(torch.round(x * 3) / 3)
+
+
+def test_a_rounding_model_is_flagged_as_masking_by_square_and_its_zero_gradients(pgd_model, head):
+    """PGD cannot move a model whose gradient is zero, so it looks robust; the gradient-free Square attack
+    is not fooled, and the input gradients say why. The same network without rounding is not flagged."""
+    pytest.importorskip("pyautoattack", reason="pyautoattack is not installed (pip install pyautoattack)")
+    model, _ = pgd_model
+    masked = Rounding(model)
+    report = robustness_report(masked, head, eps=EPS, autoattack_n=64, autoattack_version="custom",
+                               autoattack_attacks=["apgd-ce"])
+    assert report["pgd"] >= report["clean"] - 0.05  # only the random start moves it
+    assert report["gradient_free"]["acc"] < report["pgd"] - 0.2
+    assert report["input_gradients"]["zero_fraction"] == 1.0
+    assert report["gradient_masking_suspect"] and len(report["masking_reasons"]) >= 2
+    assert any("Square" in r for r in report["masking_reasons"])
+    honest = robustness_report(model, head, eps=EPS, autoattack_n=64, autoattack_version="custom",
+                               autoattack_attacks=["apgd-ce"])
+    assert honest["pgd"] < report["pgd"] and not honest["gradient_masking_suspect"], honest["masking_reasons"]
 
 
 def test_missing_package_raises_clear_import_error(monkeypatch, erm_model, head):

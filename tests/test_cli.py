@@ -121,7 +121,7 @@ def test_train_with_an_amata_plus_maximizer(tmp_path, monkeypatch, capsys):
 
 def test_show_prints_fractional_passes(capsys):
     """FOSC and FAT stop examples early, so their pass counts are fractions (a stored reduced MNIST run)."""
-    path = ROOT / "data" / "results" / "mnist-baselines-reduced" / "fosc.json"
+    path = ROOT / "data" / "results" / "mnist-baselines-reduced" / "seed0" / "fosc.json"
     passes = load_run(path)["history"][0]["passes"]
     assert not float(passes).is_integer()
     assert main(["show", str(path)]) == 0

@@ -146,4 +146,4 @@ def test_any_iterate_rule_is_never_weaker_than_the_last_iterate(pgd_model, digit
     last[clean] = model(pgd(model, x[clean], y[clean], eps=0.2, alpha=0.05, steps=10)).argmax(1) == y[clean]
     torch.manual_seed(0)
     ours = pgd_accuracy(model, digits[1], eps=0.2, alpha=0.05, steps=10, batch_size=len(y))
-    assert ours <= float(last.float().mean())
+    assert round(ours * len(y)) <= int(last.sum())  # counts, not a float32 mean against a float64 fraction

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from amata_lib.cli import main
+from amata_lib.errors import UserError
 from amata_lib.experiments import (
     CONFIG_DIR,
     ConfigError,
@@ -22,6 +23,7 @@ from amata_lib.experiments import (
     load_config,
     load_results,
     run_record_config,
+    seed_folder,
     summary,
     with_overrides,
 )
@@ -132,13 +134,16 @@ def test_seed_override_is_a_repetition_not_a_reduction():
     cfg = load_config("digits-plus")
     same, none = with_overrides(cfg, seed=cfg["seed"])
     assert none == {} and folder_name(same, none) == "digits-plus"
+    assert seed_folder("res", same, none) == Path("res/digits-plus/seed0")
     other, changed = with_overrides(cfg, seed=3)
     assert changed == {"seed": 3} and other["seed"] == 3 and cfg["seed"] == 0
-    assert folder_name(other, changed) == "digits-plus-seed3" and not is_reduced(changed)
+    assert folder_name(other, changed) == "digits-plus" and not is_reduced(changed)
+    assert seed_folder("res", other, changed) == Path("res/digits-plus/seed3")
     run = other["runs"][0]
     assert run_record_config(other, run, changed, "x.json")["reduced"] is False
     both, changed = with_overrides(cfg, epochs=3, seed=3)
-    assert folder_name(both, changed) == "digits-plus-reduced-seed3" and is_reduced(changed)
+    assert folder_name(both, changed) == "digits-plus-reduced" and is_reduced(changed)
+    assert seed_folder("res", both, changed) == Path("res/digits-plus-reduced/seed3")
     assert command_line("digits-plus", overrides=changed).endswith("--epochs 3 --seed 3")
     with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
         with_overrides(cfg, seed=-1)
@@ -182,10 +187,10 @@ def test_kill_9_resume_skip_and_stored_result(tmp_path, monkeypatch, capsys):
     ref_dir.mkdir(), kill_dir.mkdir()
     ref = cli(*SMOKE, cwd=ref_dir)
     assert ref.returncode == 0, ref.stderr
-    results = ref_dir / "data" / "results" / "digits-smoke-reduced"
+    results = ref_dir / "data" / "results" / "digits-smoke-reduced" / "seed0"
 
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    ckpt = kill_dir / "data" / "checkpoints" / "digits-smoke-reduced" / "pgd-5.pt"
+    ckpt = kill_dir / "data" / "checkpoints" / "digits-smoke-reduced" / "seed0" / "pgd-5.pt"
     proc = subprocess.Popen([sys.executable, "-m", "amata_lib", *SMOKE], cwd=kill_dir, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -194,11 +199,11 @@ def test_kill_9_resume_skip_and_stored_result(tmp_path, monkeypatch, capsys):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert ckpt.exists(), "no checkpoint appeared before the kill"
-    assert not (kill_dir / "data" / "results" / "digits-smoke-reduced" / "pgd-5.json").exists()
+    assert not (kill_dir / "data" / "results" / "digits-smoke-reduced" / "seed0" / "pgd-5.json").exists()
     resumed = cli(*SMOKE, cwd=kill_dir)
     assert resumed.returncode == 0, resumed.stderr
     assert "[pgd-5] resuming from" in resumed.stdout
-    killed = kill_dir / "data" / "results" / "digits-smoke-reduced"
+    killed = kill_dir / "data" / "results" / "digits-smoke-reduced" / "seed0"
     assert _histories(killed) == _histories(results) and len(_histories(results)) == 2
     for name in ("pgd-5", "amata-2-5"):
         a, b = (json.loads((d / f"{name}.json").read_text()) for d in (results, killed))
@@ -282,7 +287,7 @@ def test_plus_experiment_runs_and_records_overfitting_checks(tmp_path, monkeypat
     args = ["experiment", "digits-plus", "--runs", "amata-fast,amata-yopo-2-5", "--epochs", "2",
             "--train-subset", "300", "--eval-subset", "50", "--autoattack-n", "20"]
     assert main(args) == 0
-    folder = tmp_path / "data" / "results" / "digits-plus-reduced"
+    folder = tmp_path / "data" / "results" / "digits-plus-reduced" / "seed0"
     fast = json.loads((folder / "amata-fast.json").read_text())
     assert all(0 <= h["fgsm_acc"] <= 1 and h["catastrophic_overfitting"] is False for h in fast["history"])
     assert fast["history"][-1]["passes"] == 2 * 3 * 2  # (FGSM + training) x 3 minibatches x 2 epochs
@@ -314,3 +319,67 @@ def test_report_table_lists_every_run_with_its_overfitting_flag():
     assert lines[0].split()[:3] == ["run", "clean", "PGD-20"]
     assert lines[1].split() == ["fast", "90.0%", "5.0%", "4.0%", "n/a", "30", "from", "epoch", "3"]
     assert lines[2].endswith("  -")
+
+
+def test_results_live_in_one_folder_per_experiment_and_the_old_layout_is_named(tmp_path):
+    """seed<N>/ folders under the experiment; an old-layout folder gives one error naming the new place and
+    the script; the migration moves bytes only; a moved file's old path says where it went."""
+    import shutil
+
+    from amata_lib.experiments import experiment_runs
+    from amata_lib.results import ResultError, load_run
+
+    stored = ROOT / "data" / "results" / "digits-verdict"
+    old = tmp_path / "res"
+    for s in range(10):
+        folder = old / ("digits-verdict" if s == 0 else f"digits-verdict-seed{s}")
+        shutil.copytree(stored / f"seed{s}", folder)
+    with pytest.raises(ResultError, match=r"old results layout; results now live in .*digits-verdict/seed<N>"
+                                          r"/<run>.json: move them with 'python scripts/migrate_results.py"):
+        experiment_runs("digits-verdict", out_dir=old)
+    moved = subprocess.run([sys.executable, str(ROOT / "scripts" / "migrate_results.py"), str(old)],
+                           capture_output=True, text=True, timeout=60)
+    assert moved.returncode == 0, moved.stderr
+    assert "40 file(s) moved" in moved.stdout
+    for s in range(10):
+        for f in (stored / f"seed{s}").glob("*.json"):
+            assert (old / "digits-verdict" / f"seed{s}" / f.name).read_bytes() == f.read_bytes()
+    assert sorted(p.name for p in old.iterdir()) == ["digits-verdict"]
+    assert experiment_runs("digits-verdict", out_dir=old) == experiment_runs("digits-verdict")
+    with pytest.raises(ResultError, match=r"results moved to one folder per experiment: see .*digits-verdict/"
+                                          r"seed3/pgd-10.json"):
+        load_run(old / "digits-verdict-seed3" / "pgd-10.json")
+
+
+def test_a_verdict_grade_experiment_refuses_uncommitted_library_code(tmp_path, monkeypatch):
+    """With amata_lib/ modified, an experiment that carries a verdict is refused before any work, unless
+    allow_dirty; then its results say so in their provenance."""
+    from amata_lib import experiments, results
+
+    dirty = {"git_commit": "0" * 40, "library_sha256": "1" * 64, "library_dirty": True}
+    monkeypatch.setattr(experiments, "library_state", lambda: dirty)
+    monkeypatch.setattr(results, "library_state", lambda: dirty)
+    kwargs = dict(runs=["pgd-2"], train_subset=64, epochs=1, eval_subset=20, autoattack_n=10, seed=1,
+                  out_dir=tmp_path / "res", checkpoint_dir=tmp_path / "ck", log=None)
+    with pytest.raises(UserError, match="carries a verdict, and amata_lib/ has uncommitted changes"):
+        experiments.run_experiment("digits-verdict", **kwargs)
+    assert not (tmp_path / "res").exists() and not (tmp_path / "ck").exists()
+    (path,) = experiments.run_experiment("digits-verdict", allow_dirty=True, **kwargs)
+    prov = json.loads(path.read_text())["provenance"]
+    assert prov["library_dirty"] is True and prov["library_sha256"] == "1" * 64
+
+
+def test_library_state_hashes_the_package_source_only(tmp_path):
+    """The hash covers amata_lib's .py and .json files and nothing else; it changes with one byte of them."""
+    from amata_lib.results import library_sha256
+
+    lib = tmp_path / "amata_lib"
+    shutil_copy = __import__("shutil").copytree
+    shutil_copy(ROOT / "amata_lib", lib, ignore=__import__("shutil").ignore_patterns("__pycache__"))
+    assert library_sha256(lib) == library_sha256(ROOT / "amata_lib")
+    (lib / "notes.txt").write_text("not source")
+    (lib / "__pycache__").mkdir(exist_ok=True)
+    (lib / "__pycache__" / "x.json").write_text("{}")
+    assert library_sha256(lib) == library_sha256(ROOT / "amata_lib")
+    (lib / "schedules.py").write_text((lib / "schedules.py").read_text() + "\n")
+    assert library_sha256(lib) != library_sha256(ROOT / "amata_lib")

@@ -359,7 +359,7 @@ def test_the_stored_mnist_fast_runs_are_flagged():
     from pathlib import Path
 
     from amata_lib import load_run
-    folder = Path(__file__).resolve().parents[1] / "data" / "results" / "mnist-plus-reduced"
+    folder = Path(__file__).resolve().parents[1] / "data" / "results" / "mnist-plus-reduced" / "seed0"
     for name in ("fast", "amata-fast"):
         history = load_run(folder / f"{name}.json")["history"]
         flags = [catastrophic_overfitting(history[:i + 1]) for i in range(len(history))]
@@ -484,3 +484,41 @@ def test_more_bad_plus_arguments(digits, tmp_path):
     with pytest.raises(ValueError, match="belongs to a run with other settings .* maximizer.early_reset: 10 -> "):
         train(DigitsCNN(), *_small(digits), epochs=2, eps=EPS, schedule=Constant(1, 0.05, 2), checkpoint=ckpt,
               maximizer=FastMaximizer(EPS))
+
+
+# ----------------------------------------------------------------------------- N-FGSM
+
+
+def test_nfgsm_is_their_train_py_step_on_a_tiny_example():
+    """noise U(-2 eps, 2 eps) clipped into [0, 1], one signed step of alpha from there, no projection to the ball."""
+    from amata_lib.plus import NFGSMMaximizer
+
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    x, y = _batch()
+    maximizer = NFGSMMaximizer(EPS)
+    counter = Counter(model)
+    torch.manual_seed(5)
+    x_adv = maximizer(model, x, y, Plan(1, EPS))
+    assert counter.full_fwd == counter.full_bwd == 1 and maximizer.passes(Plan(1, EPS)) == 1
+    torch.manual_seed(5)  # the same noise, by hand
+    start = (x + torch.empty_like(x).uniform_(-2 * EPS, 2 * EPS)).clamp(0, 1)
+    want = (start + EPS * _input_grad(model, start, y, "ce").sign()).clamp(0, 1)
+    assert torch.equal(x_adv, want)
+    assert (x_adv - x).abs().max() > EPS + 0.05  # not projected back: it leaves the ball
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    torch.manual_seed(5)
+    clipped = NFGSMMaximizer(EPS, clip=1.0)(model, x, y, Plan(1, EPS))
+    assert (clipped - x).abs().max() <= EPS + 1e-6  # their --clip 1: Fast's ball
+
+
+def test_nfgsm_by_name_in_configs_and_its_bad_arguments():
+    from amata_lib.plus import NFGSMMaximizer
+
+    m = build_maximizer("n-fgsm", EPS, noise=1.0)
+    assert isinstance(m, NFGSMMaximizer) and m.settings() == {"name": "n-fgsm", "eps": EPS, "noise": 1.0,
+                                                             "clip": None}
+    with pytest.raises(ValueError, match="noise must be a finite number >= 0"):
+        NFGSMMaximizer(EPS, noise=-1)
+    with pytest.raises(ValueError, match="clip must be a finite number > 0"):
+        NFGSMMaximizer(EPS, clip=0)

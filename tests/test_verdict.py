@@ -182,14 +182,14 @@ def test_protocol_experiment_runs_every_seed_and_prints_the_verdict(tmp_path):
     config.write_text(json.dumps(raw))
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     args = [sys.executable, "-m", "amata_lib", "experiment", str(config), "--train-subset", "256",
-            "--out-dir", str(tmp_path / "res"), "--checkpoint-dir", str(tmp_path / "ck")]
+            "--out-dir", str(tmp_path / "res"), "--checkpoint-dir", str(tmp_path / "ck"), "--allow-dirty"]
     first = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert first.returncode == 0, first.stderr
     assert "seed 1 (2 of 2)" in first.stdout and "target: robust accuracy" in first.stdout
     assert sorted(p.parent.name + "/" + p.name for p in (tmp_path / "res").rglob("*.json")) == [
-        "tiny-verdict-reduced-seed1/amata-2-10.json", "tiny-verdict-reduced-seed1/pgd-10.json",
-        "tiny-verdict-reduced/amata-2-10.json", "tiny-verdict-reduced/pgd-10.json"]
-    stored = json.loads((tmp_path / "res/tiny-verdict-reduced/pgd-10.json").read_text())
+        "seed0/amata-2-10.json", "seed0/pgd-10.json", "seed1/amata-2-10.json", "seed1/pgd-10.json"]
+    assert {p.parent.parent.name for p in (tmp_path / "res").rglob("*.json")} == {"tiny-verdict-reduced"}
+    stored = json.loads((tmp_path / "res/tiny-verdict-reduced/seed0/pgd-10.json").read_text())
     assert stored["report"]["warmup"]["epochs"] == 1 and stored["config"]["protocol"]["seeds"] == [0, 1]
     again = subprocess.run(args + ["--verdict"], capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stderr
@@ -275,25 +275,31 @@ def test_borrowed_rows_are_trained_by_the_lender_and_read_back(tmp_path):
     path = tmp_path / "borrower.json"
     path.write_text(json.dumps(raw))
     lines = []
-    kwargs = dict(train_subset=256, out_dir=tmp_path / "res", checkpoint_dir=tmp_path / "ck")
+    kwargs = dict(train_subset=256, out_dir=tmp_path / "res", checkpoint_dir=tmp_path / "ck", allow_dirty=True)
     run_experiment(str(path), log=lines.append, **kwargs)
     files = sorted(str(p.relative_to(tmp_path / "res")) for p in (tmp_path / "res").rglob("*.json"))
-    assert files == ["tiny-borrower-reduced-seed1/amata-2-10.json", "tiny-borrower-reduced/amata-2-10.json",
-                     "tiny-lender-reduced-seed1/pgd-10.json", "tiny-lender-reduced/pgd-10.json"]
-    stored = json.loads((tmp_path / "res/tiny-lender-reduced/pgd-10.json").read_text())
+    assert files == ["tiny-borrower-reduced/seed0/amata-2-10.json", "tiny-borrower-reduced/seed1/amata-2-10.json",
+                     "tiny-lender-reduced/seed0/pgd-10.json", "tiny-lender-reduced/seed1/pgd-10.json"]
+    stored = json.loads((tmp_path / "res/tiny-lender-reduced/seed0/pgd-10.json").read_text())
     assert stored["config"]["experiment"] == "tiny-lender"
     assert stored["provenance"]["command"].startswith(f"python -m amata_lib experiment {lender_path} --runs pgd-10")
     assert any("borrowed from experiment" in line for line in lines)
     runs = experiment_runs(str(path), train_subset=256, out_dir=tmp_path / "res")
     assert sorted(runs) == [0, 1] and all(sorted(r) == ["amata-2-10", "pgd-10"] for r in runs.values())
     assert runs[1]["pgd-10"]["history"] == json.loads(
-        (tmp_path / "res/tiny-lender-reduced-seed1/pgd-10.json").read_text())["history"]
+        (tmp_path / "res/tiny-lender-reduced/seed1/pgd-10.json").read_text())["history"]
     assert "target: robust accuracy" in lines[-1]  # the verdict, over own and borrowed rows
     again = []
     run_experiment(str(path), log=again.append, **kwargs)  # nothing left to train
     assert sum("done already" in line for line in again) == 4
-    copy = tmp_path / "res/tiny-borrower-reduced/pgd-10.json"
-    copy.write_text((tmp_path / "res/tiny-lender-reduced/pgd-10.json").read_text())
+    copy = tmp_path / "res/tiny-borrower-reduced/seed0/pgd-10.json"
+    copy.write_text((tmp_path / "res/tiny-lender-reduced/seed0/pgd-10.json").read_text())
+    with pytest.raises(ResultError, match=r"holds another run than its place says \(experiment 'tiny-lender', "
+                                          r"not 'tiny-borrower'\)"):
+        experiment_runs(str(path), train_subset=256, out_dir=tmp_path / "res")
+    stored = json.loads(copy.read_text())  # a row of its own under the borrowed name is refused too
+    stored["config"]["experiment"] = "tiny-borrower"
+    copy.write_text(json.dumps(stored))
     with pytest.raises(ResultError, match=r"holds rows \['pgd-10'\] that experiment 'tiny-borrower' borrows"):
         experiment_runs(str(path), train_subset=256, out_dir=tmp_path / "res")
 
@@ -303,10 +309,11 @@ def test_a_shipped_lender_is_recorded_as_its_config_file(tmp_path):
     missing, found again afterwards (seed 1, a reduced scale, the borrowed row only)."""
     from amata_lib.experiments import run_experiment
     kwargs = dict(runs=["pgd-2"], train_subset=64, epochs=1, eval_subset=20, autoattack_n=10, seed=1,
-                  out_dir=tmp_path / "res", checkpoint_dir=tmp_path / "ck")
+                  out_dir=tmp_path / "res", checkpoint_dir=tmp_path / "ck", allow_dirty=True)
     lines = []
     (path,) = run_experiment("digits-adaptive", log=lines.append, **kwargs)
-    assert path.parent.name == "digits-verdict-reduced-seed1" and path.name == "pgd-2.json"
+    assert path.parent.parent.name == "digits-verdict-reduced" and path.parent.name == "seed1"
+    assert path.name == "pgd-2.json"
     stored = json.loads(path.read_text())
     assert stored["config"]["config_file"] == "amata_lib/configs/digits-verdict.json"
     assert stored["config"]["experiment"] == "digits-verdict"
