@@ -1,55 +1,41 @@
 """amata_lib: adversarial training accelerated by annealing (Amata, Ye et al., AAAI 2021).
 
-A schedule (:mod:`amata_lib.schedules`) decides each epoch's inner-maximizer plan
-``(K_t, alpha_t)``; an inner maximizer (:mod:`amata_lib.maximizers`,
-:mod:`amata_lib.plus`) uses it; the trainer (:func:`amata_lib.train`) combines the
-two. The names below are the public API, grouped by module as in ``CONTRIBUTING.md``.
+Algorithm 1 of the paper is three pieces of :mod:`amata_lib.core`: a schedule gives
+epoch ``t``'s plan ``(K_t, alpha_t)`` (:class:`Amata`), :func:`pgd` solves the inner
+maximization with it, and one epoch (:func:`amata_lib.core.epoch.run_epoch`) hands every
+minibatch to an inner maximizer; :func:`train` is the outer loop. :func:`run` trains a
+whole run from its description (:class:`RunSpec`), as the command line and the
+experiment configs do.
 
-Names are imported on first use (``from amata_lib import train`` works as usual), so
-``import amata_lib`` and ``python -m amata_lib --help`` start without loading every module.
+The names below are the front door; everything else is importable from its
+subpackage (``CONTRIBUTING.md`` draws the map): ``amata_lib.core`` (attacks, schedules,
+maximizers, training, evaluation, models), ``amata_lib.methods`` (Free, Fast, YOPO,
+ATTA, N-FGSM), ``amata_lib.study`` (criterion C, optimal control, convergence,
+landscapes, verdicts, adaptive Amata), ``amata_lib.infra`` (data, checkpoints, results)
+and ``amata_lib.book`` (the chapters' widgets and figures).
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+import signal
+import sys
 
-__version__ = "0.2.0"
+# ``python -m amata_lib`` imports this package before its __main__: while Python is still locating
+# the module (sys.argv[0] == "-m"), a Ctrl-C inside torch's or NumPy's imports would leave them
+# half-initialised and print a traceback, so it is held back until the imports are done (see __main__).
+_held: list[int] = []
+_previous = signal.signal(signal.SIGINT, lambda *_: _held.append(1)) if sys.argv[:1] == ["-m"] else None
+try:
+    from .core.attacks import fgsm, pgd
+    from .core.models import DigitsCNN, LeNet, PreActResNet18, SmallMNIST
+    from .core.schedules import Amata, Constant, Exponential, FromFunction, Plan, Step
+    from .core.training import TrainOptions, train
+    from .infra.data import load
+    from .infra.version import VERSION as __version__
+    from .spec import RunSpec, run
+finally:
+    if _previous is not None:
+        signal.signal(signal.SIGINT, _previous)
+interrupted_at_start = bool(_held)
 
-_API: dict[str, tuple[str, ...]] = {
-    "attacks": ("cw_loss", "fgsm", "fosc", "pgd", "project"),
-    "schedules": ("Amata", "Constant", "Exponential", "FromFunction", "Plan", "Schedule", "Step",
-                  "make_schedule", "relative_cost"),
-    "maximizers": ("Clean", "FATMaximizer", "FOSCMaximizer", "Maximizer", "PGDMaximizer", "StepResult"),
-    "plus": ("ATTAMaximizer", "FastMaximizer", "FreeMaximizer", "YOPOMaximizer"),
-    "registry": ("MAXIMIZERS", "build_maximizer"),
-    "data": ("DatasetUnavailable", "batches", "check_dataset", "load"),
-    "models": ("DigitsCNN", "LeNet", "PreActResNet18"),
-    "training": ("run_settings", "select_device", "train"),
-    "checkpoints": ("RunLock", "load_checkpoint"),
-    "evaluation": ("accuracy", "autoattack_accuracy", "cw_accuracy", "fgsm_accuracy", "pgd_accuracy",
-                   "robustness_report"),
-    "history": ("catastrophic_overfitting", "epoch_line", "time_to_target"),
-    "experiments": ("ConfigError", "load_config", "load_results", "run_experiment"),
-    "results": ("ResultError", "load_run", "save_run"),
-    "criterion": ("GridSpace", "SearchSpace", "criterion_c", "criterion_c_exact"),
-    "errors": ("CheckpointError", "RunLocked", "UserError", "WriteError"),
-}
-_WHERE = {name: module for module, names in _API.items() for name in names}
-__all__ = [name for names in _API.values() for name in names]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    try:  # submodules: amata_lib.distributed, amata_lib.control, ...
-        return importlib.import_module(f".{name}", __name__)
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.{name}":  # a module that exists but lacks a dependency
-            raise
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-
-
-def __dir__() -> list[str]:
-    return sorted(set(__all__) | set(globals()))
+__all__ = ["Amata", "Constant", "DigitsCNN", "Exponential", "FromFunction", "LeNet", "Plan", "PreActResNet18",
+           "RunSpec", "SmallMNIST", "Step", "TrainOptions", "fgsm", "load", "pgd", "run", "train", "__version__"]

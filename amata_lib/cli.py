@@ -13,35 +13,15 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import torch
-from pydantic import ValidationError
-
-from . import distributed, models
-from ._io import check_writable
-from .checkpoints import digest
-from .data import AUGMENTATIONS, DATASETS, default_augment, load, subset
-from .errors import UserError
-from .experiments import (
-    RunSpec,
-    available,
-    build_run_maximizer,
-    build_schedule,
-    data_file,
-    experiment_verdict,
-    load_config,
-    run_experiment,
-    spec_error,
-)
-from .history import epoch_line
-from .registry import MAXIMIZERS
-from .results import device_name, finished_result, load_run, save_run
-from .schedules import METHODS, ROUNDINGS, Schedule, relative_cost
-from .training import LR_SCHEDULES, OPTIMIZERS, seed_everything, select_device, train
-from .verdict import format_verdict
+from .core.models import DEFAULT_MODEL, MODELS
+from .core.optim import LR_SCHEDULES, OPTIMIZERS
+from .core.schedules import ROUNDINGS
+from .infra.data import AUGMENTATIONS, DATASETS
+from .infra.errors import UserError
+from .methods import MAXIMIZERS
+from .spec import AUTOATTACK_ATTACKS, MAX_EPOCHS, MAX_STEPS, METHODS
 
 DEFAULT_EPS = {"digits": 0.2, "mnist": 0.3, "cifar10": 8 / 255}
-NOT_SETTINGS = ("func", "command", "progress", "keep_checkpoint", "name", "out", "checkpoint", "device",
-                "data_root", "download", "data_path")
 FLAGS = {"k": "--k", "alpha": "--alpha", "k_min": "--k-min", "k_max": "--k-max", "tau": "--tau",
          "rounding": "--rounding", "stages": "--stages", "gamma": "--gamma", "probe_size": "--probe-size",
          "probe_every": "--probe-every", "monotone": "--monotone", "maximizer_kwargs": "--maximizer-arg"}
@@ -73,6 +53,8 @@ def _number(minimum: float | None = None, strict: bool = False, maximum: float |
 
 COUNT = _number(minimum=1, kind=int)
 POSITIVE = _number(minimum=0, strict=True)
+EPOCHS = _number(minimum=1, maximum=MAX_EPOCHS, kind=int)
+STEPS = _number(minimum=1, maximum=MAX_STEPS, kind=int)
 
 
 def _schedule_args(p: argparse.ArgumentParser) -> None:
@@ -84,12 +66,14 @@ def _schedule_args(p: argparse.ArgumentParser) -> None:
                         "Eq. 14's ||grad_theta loss||^2 - gamma K on a probe minibatch (default: amata)")
     g.add_argument("--eps", type=_number(minimum=0, maximum=1), default=None,
                    help="L-inf radius in pixel units [0, 1] (default: 0.2 digits, 0.3 mnist, 8/255 cifar10)")
-    g.add_argument("--epochs", type=COUNT, default=30, help="training epochs T (default: 30)")
-    g.add_argument("--k", type=COUNT, default=None, help="PGD steps K for --method pgd (default: 10)")
+    g.add_argument("--epochs", type=EPOCHS, default=30, help=f"training epochs T, at most {MAX_EPOCHS:,} (default: 30)")
+    g.add_argument("--k", type=STEPS, default=None, help=f"PGD steps K for --method pgd, at most {MAX_STEPS:,} "
+                                                        f"(default: 10)")
     g.add_argument("--alpha", type=POSITIVE, default=None,
                    help="PGD step size for --method pgd (default: tau / K)")
-    g.add_argument("--k-min", type=COUNT, default=None, help="K_min of amata/exponential (default: 2)")
-    g.add_argument("--k-max", type=COUNT, default=None, help="K_max of amata/exponential (default: 10)")
+    g.add_argument("--k-min", type=STEPS, default=None, help="K_min of amata/exponential/adaptive (default: 2)")
+    g.add_argument("--k-max", type=STEPS, default=None,
+                   help=f"K_max of amata/exponential/adaptive, at most {MAX_STEPS:,} (default: 10)")
     g.add_argument("--tau", type=POSITIVE, default=None,
                    help="total travel K_t * alpha_t (default: 2.5 * eps, Madry et al.'s rule)")
     g.add_argument("--rounding", choices=ROUNDINGS, default=None,
@@ -113,6 +97,11 @@ def _schedule_args(p: argparse.ArgumentParser) -> None:
                         "early_reset=2 early_epochs=5 (atta), weak_fraction=0.3 (fast), random_start=false (pgd)")
     g.add_argument("--detect-overfitting", action="store_true",
                    help="also measure FGSM accuracy and flag catastrophic overfitting each evaluation")
+    g.add_argument("--early-stop-drop", type=_number(minimum=0, maximum=1), default=None,
+                   help="Wong et al.'s early stopping: stop and roll back when PGD accuracy on the first training "
+                        "minibatch drops by more than this (their 0.2); off by default")
+    g.add_argument("--early-stop-steps", type=STEPS, default=5,
+                   help="PGD steps of the early-stopping check (default: 5)")
 
 
 def _value(text: str) -> object:
@@ -130,8 +119,16 @@ def _value(text: str) -> object:
     return text
 
 
-def _run_spec(a: argparse.Namespace) -> dict:
-    """The command line's run as an experiment run (the configs' schema checks both)."""
+def _flag_names(message: str) -> str:
+    """A schema message with field names replaced by the options that set them."""
+    for param, flag in FLAGS.items():
+        message = message.replace(f"{param} is not used by method", f"{flag} is not used by --method")
+    return message
+
+
+def _row(a: argparse.Namespace) -> dict:
+    """The command line's schedule and maximizer as a row of a table (:class:`amata_lib.spec.RowSpec`)."""
+    from .spec import defaults
     names = ("k", "alpha", "k_min", "k_max", "tau", "rounding", "gamma", "probe_size", "probe_every", "monotone")
     params = {k: getattr(a, k) for k in names if getattr(a, k) is not None}
     if a.stages is not None:
@@ -139,18 +136,11 @@ def _run_spec(a: argparse.Namespace) -> dict:
             params["stages"] = [int(s) for s in a.stages.split(",")]
         except ValueError:
             raise UserError(f"--stages must be comma-separated integers, got {a.stages!r}") from None
-    if a.method in ("pgd", "constant"):
-        params.setdefault("k", 10)
-        if "tau" in params and "alpha" in params:
-            raise UserError("--method pgd takes --alpha, or --tau to set alpha = tau / K, not both")
-        params["alpha"] = params.pop("tau", 2.5 * a.eps) / params["k"] if "alpha" not in params else params["alpha"]
-    elif a.method in ("amata", "exponential"):
-        params = {"k_min": 2, "k_max": 10, "tau": 2.5 * a.eps, **params}
-    elif a.method == "adaptive":
-        params = {"k_min": 2, "k_max": 10, "tau": 2.5 * a.eps, "gamma": 0.0, **params}
-    elif a.method == "step":
-        params = {"stages": [2, 5, 10], "tau": 2.5 * a.eps, **params}
-    run: dict = {"name": "cli", "method": a.method, **params}
+    try:
+        params = defaults(a.method, a.eps, **params)
+    except UserError as exc:
+        raise UserError(str(exc).replace("takes alpha, or tau", "takes --alpha, or --tau")) from None
+    row: dict = {"name": "cli", "method": a.method, **params}
     if a.method != "erm" or a.maximizer is not None or a.maximizer_arg:
         kwargs = {}
         for item in a.maximizer_arg:
@@ -158,27 +148,48 @@ def _run_spec(a: argparse.Namespace) -> dict:
             if not sep or not key.strip():
                 raise UserError(f"--maximizer-arg must be KEY=VALUE, got {item!r}")
             kwargs[key.strip().replace("-", "_")] = _value(value.strip())
-        run.update(maximizer=a.maximizer or "pgd", maximizer_kwargs=kwargs)
-    try:
-        spec = RunSpec.model_validate(run)
-    except ValidationError as exc:
-        message = spec_error(exc, lambda f: FLAGS.get(f.split(".")[-1], f"--{f.replace('_', '-')}"))
-        for param, flag in FLAGS.items():  # the model's own checks name fields; here they are options
-            message = message.replace(f"{param} is not used by method", f"{flag} is not used by --method")
-        raise UserError(message) from None
-    return spec.as_dict()
+        row.update(maximizer=a.maximizer or "pgd", maximizer_kwargs=kwargs)
+    if getattr(a, "detect_overfitting", False):
+        row["detect_overfitting"] = True
+    if getattr(a, "early_stop_drop", None) is not None:
+        row["early_stop"] = {"drop": a.early_stop_drop, "steps": a.early_stop_steps}
+    return row
 
 
-def _build(a: argparse.Namespace) -> tuple[dict, Schedule | None, object]:
-    """The run, its schedule and its maximizer, from the command line."""
+def _spec(a: argparse.Namespace) -> object:
+    """The run the command line describes, validated (:class:`amata_lib.spec.RunSpec`)."""
+    from pydantic import ValidationError
+
+    from .spec import RowSpec, RunSpec, spec_error
     if a.eps == 0 and a.method != "erm":
         raise UserError("--eps 0 makes adversarial training ERM; use --method erm, or give --eps > 0")
-    run = _run_spec(a)
-    return run, build_schedule(run, a.epochs), build_run_maximizer(run, a.eps)
+    row = _row(a)
+    try:
+        RowSpec.model_validate(row)
+    except ValidationError as exc:
+        message = spec_error(exc, lambda f: FLAGS.get(f.split(".")[-1], f"--{f.replace('_', '-')}"))
+        raise UserError(_flag_names(message)) from None
+    raw = {"dataset": a.dataset, "model": a.model or DEFAULT_MODEL[a.dataset], "eps": a.eps, "epochs": a.epochs,
+           "batch_size": a.batch_size, "optimizer": a.optimizer, "lr": a.lr, "lr_schedule": a.lr_schedule,
+           "momentum": a.momentum, "weight_decay": a.weight_decay, "seed": a.seed, "augment": a.augment,
+           "train_subset": a.train_subset, "warmup": {"epochs": a.warmup} if a.warmup else None,
+           "eval": {"pgd_steps": a.eval_steps, "pgd_restarts": a.eval_restarts, "cw_steps": a.cw_steps,
+                    "autoattack_n": a.autoattack_n, "every": a.eval_every, "subset": a.eval_subset,
+                    "autoattack_attacks": None if a.autoattack == "standard" else a.autoattack.split(",")},
+           "run": row, "amp": a.amp, "channels_last": a.channels_last, "epoch_restarts": a.eval_restarts}
+    try:
+        spec = RunSpec.model_validate(raw)
+    except ValidationError as exc:
+        message = spec_error(exc, lambda f: "--" + f.split(".")[-1].replace("_", "-"))
+        raise UserError(_flag_names(message)) from None
+    spec.schedule()
+    spec.maximizer()
+    return spec
 
 
 def _paths(a: argparse.Namespace, config: dict, kind: str) -> tuple[Path, Path]:
     """Result and checkpoint paths; the default name carries a digest of the settings, so they never collide."""
+    from .infra.checkpoints import digest
     name = a.name or f"{a.dataset}-{kind}-seed{a.seed}-{digest(config, 8)}"
     out = Path(a.out) if a.out else Path("data/results") / f"{name}.json"
     ckpt = Path(a.checkpoint) if a.checkpoint else Path("data/checkpoints") / f"{name}.pt"
@@ -188,26 +199,30 @@ def _paths(a: argparse.Namespace, config: dict, kind: str) -> tuple[Path, Path]:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
+    from .core.training import select_device
+    from .infra import distributed
+    from .infra.data import default_augment, load
+    from .infra.io import check_writable
+    from .infra.results import finished_result, save_run
+    from .spec import data_file, report, run
+
     a.eps = DEFAULT_EPS[a.dataset] if a.eps is None else a.eps
     a.augment = default_augment(a.dataset) if a.augment is None else a.augment
     if a.dataset == "digits" and (a.data_path or a.download or a.data_root):
         raise UserError("--data-path, --data-root and --download apply to mnist and cifar10; digits is bundled")
     if a.dataset == "cifar10" and a.data_path:
         raise UserError("--data-path applies to mnist (an .npz); cifar10 is read from --data-root")
-    run, schedule, maximizer = _build(a)
+    spec = _spec(a)
     device = select_device(a.device)
     distributed.init_from_env(a.device)  # under torchrun: join the process group (no-op otherwise)
     main_rank = distributed.is_main()  # only rank 0 prints, writes the JSON and removes the checkpoint
-    train_set, test_set = load(a.dataset, path=a.data_path, root=a.data_root or "data/datasets",
-                               download=a.download)
-    train_set = subset(train_set, a.train_subset)
-    model_name = a.model or models.DEFAULT_MODEL[a.dataset]
-    config = {k: v for k, v in vars(a).items() if k not in NOT_SETTINGS}
+    datasets = load(a.dataset, path=a.data_path, root=a.data_root or "data/datasets", download=a.download)
+    config = spec.model_dump()
     if config["augment"] == "none":  # absent, as in results written before augmentation existed
         del config["augment"]
-    config.update(run=run, model=model_name, schedule=repr(schedule), train_size=len(train_set),
-                  test_size=len(test_set), world_size=distributed.world_size(),
-                  data_sha256=data_file(a.dataset, a.data_path)["data_sha256"])
+    n_train = len(datasets[0]) if spec.train_subset is None else min(spec.train_subset, len(datasets[0]))
+    config.update(schedule=repr(spec.schedule()), train_size=n_train, test_size=len(datasets[1]),
+                  world_size=distributed.world_size(), data_sha256=data_file(a.dataset, a.data_path)["data_sha256"])
     kind = a.method if a.maximizer in (None, "pgd") else f"{a.method}-{a.maximizer}"
     out, ckpt = _paths(a, config, kind)
     check_writable(out, "--out")  # every rank decides alike, so none waits for another that left
@@ -216,29 +231,17 @@ def _cmd_train(a: argparse.Namespace) -> int:
         if main_rank:
             print(f"done already: {out} holds this run (delete it to train again)")
         return 0
-    seed_everything(a.seed)
-    model = models.build(model_name)
-    resumed = [ckpt.exists()]
-
-    def report(rec: dict, _model: torch.nn.Module) -> None:
-        if main_rank:
-            if resumed[0] and rec["epoch"] > 1:  # said once the checkpoint has loaded
-                print(f"resumed from checkpoint {ckpt} after epoch {rec['epoch'] - 1}", flush=True)
-            resumed[0] = False
-            print(epoch_line(rec, a.epochs, a.eval_steps), flush=True)
-
-    history = train(model, train_set, test_set, epochs=a.epochs, eps=a.eps, schedule=schedule,
-                    maximizer=maximizer, detect_overfitting=a.detect_overfitting, optimizer=a.optimizer, lr=a.lr,
-                    momentum=a.momentum, weight_decay=a.weight_decay, lr_schedule=a.lr_schedule,
-                    batch_size=a.batch_size, seed=a.seed, device=device, amp=a.amp, channels_last=a.channels_last,
-                    augment=a.augment, eval_steps=a.eval_steps, eval_restarts=a.eval_restarts,
-                    eval_subset=a.eval_subset, eval_every=a.eval_every, checkpoint=ckpt, callback=report,
-                    progress=a.progress)
+    say = (lambda line: print(line, flush=True)) if main_rank else None
+    trained = run(spec, datasets=datasets, device=device, checkpoint=ckpt, log=say, progress=a.progress)
+    rep = report(spec, trained.model, trained.test_set) if a.report else None
+    if rep is not None and trained.warmup is not None:
+        rep["warmup"] = trained.warmup
     distributed.shutdown()
     if not main_rank:
         return 0
     command = "python -m amata_lib " + " ".join(shlex.quote(s) for s in sys.argv[1:])
-    save_run(out, config=config, history=history, seed=a.seed, dataset=a.dataset, device=device, command=command)
+    save_run(out, config=config, history=trained.history, seed=a.seed, dataset=a.dataset, device=device,
+             command=command, report=rep)
     if not a.keep_checkpoint:
         ckpt.unlink(missing_ok=True)
     print(f"wrote {out}")
@@ -252,7 +255,18 @@ def _cmd_schedule(a: argparse.Namespace) -> int:
     if a.method == "adaptive":
         raise UserError("--method adaptive chooses each epoch's plan during training (from the model), so it has "
                         "no schedule to print; train it and read K_t in the result")
-    _, schedule, _ = _build(a)
+    from pydantic import ValidationError
+
+    from .core.schedules import relative_cost
+    from .spec import RowSpec, make_schedule, spec_error
+    if a.eps == 0:
+        raise UserError("--eps 0 leaves nothing to attack; give --eps > 0")
+    try:
+        row = RowSpec.model_validate(_row(a))
+    except ValidationError as exc:
+        message = spec_error(exc, lambda f: FLAGS.get(f.split(".")[-1], f"--{f.replace('_', '-')}"))
+        raise UserError(_flag_names(message)) from None
+    schedule = make_schedule(row.method, a.epochs, **row.schedule_params())
     print(f"{schedule!r}")
     print(" epoch   K_t   alpha_t  passes/batch")
     for t, p in enumerate(schedule.plans()):
@@ -262,6 +276,7 @@ def _cmd_schedule(a: argparse.Namespace) -> int:
 
 
 def _cmd_show(a: argparse.Namespace) -> int:
+    from .infra.results import load_run
     run = load_run(a.path)
     prov = run["provenance"]
     print(f"{a.path}: dataset {run['dataset']}, seed {run['seed']}, {prov['device']}, "
@@ -289,6 +304,8 @@ def _cmd_show(a: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(a: argparse.Namespace) -> int:
+    from .experiments import available, experiment_verdict, load_config, run_experiment
+    from .study.verdict import format_verdict
     if a.list:
         for name in available():
             cfg = load_config(name)
@@ -298,7 +315,9 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
     if a.name is None:
         raise UserError("give an experiment NAME or --list (see 'python -m amata_lib experiment --help')")
     if a.estimate:
+        from .core.training import select_device
         from .estimate import estimate, format_estimate, pass_seconds
+        from .infra.results import device_name
         cfg = load_config(a.name)
         dev = select_device(a.device)
         print(format_estimate(cfg, estimate(cfg, pass_seconds(cfg, dev)), f"{dev.type} ({device_name(dev)})"))
@@ -331,11 +350,13 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--data-root", default=None, help="folder of torchvision datasets (default: data/datasets)")
     g.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
     g.add_argument("--train-subset", type=COUNT, default=None, help="use only the first N training examples")
+    g.add_argument("--warmup", type=EPOCHS, default=None,
+                   help="clean (ERM) epochs before the schedule starts, at a constant rate (default: none)")
     g.add_argument("--augment", choices=AUGMENTATIONS, default=None,
                    help="training-data augmentation: crop-flip (random crop of the 4-pixel zero-padded image and "
                         "random horizontal flip, on the device) or none (default: crop-flip for cifar10, none "
                         "otherwise)")
-    g.add_argument("--model", choices=sorted(models.MODELS), default=None,
+    g.add_argument("--model", choices=sorted(MODELS), default=None,
                    help="model (default: digits_cnn, lenet for mnist, preact_resnet18 for cifar10)")
     g = t.add_argument_group("optimisation")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="outer optimiser (default: sgd)")
@@ -344,8 +365,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--weight-decay", type=_number(minimum=0), default=5e-4, help="weight decay (default: 5e-4)")
     g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant", help="(default: constant)")
     g.add_argument("--batch-size", type=COUNT, default=128, help="minibatch size (default: 128)")
-    g.add_argument("--seed", type=_number(minimum=0, kind=int), default=0,
-                   help="seed of init, shuffling and random starts (default: 0)")
+    g.add_argument("--seed", type=_number(minimum=0, maximum=2 ** 32 - 1, kind=int), default=0,
+                   help="seed of init, shuffling and random starts, below 2**32 (default: 0)")
     g.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ... (default: auto)")
     g.add_argument("--amp", action="store_true",
                    help="bf16 autocast for training (CUDA, or a CPU: faster there only with avx512_bf16 or AMX; "
@@ -353,10 +374,20 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--channels-last", action="store_true",
                    help="channels_last memory format (faster conv nets on tensor-core GPUs)")
     g = t.add_argument_group("evaluation after each epoch")
-    g.add_argument("--eval-steps", type=COUNT, default=20, help="PGD steps of the robust test (default: 20)")
-    g.add_argument("--eval-restarts", type=COUNT, default=1, help="PGD restarts, worst case kept (default: 1)")
+    g.add_argument("--eval-steps", type=STEPS, default=20, help="PGD steps of the robust test (default: 20)")
+    g.add_argument("--eval-restarts", type=COUNT, default=1,
+                   help="PGD restarts, worst case kept, per epoch and in the --report (default: 1)")
     g.add_argument("--eval-subset", type=COUNT, default=None, help="test on the first N test examples only")
     g.add_argument("--eval-every", type=COUNT, default=1, help="evaluate every N epochs and at the end")
+    g.add_argument("--report", action="store_true",
+                   help="after training, store the final robustness report: clean, PGD, CW, AutoAttack and the "
+                        "gradient-masking checks, on the evaluation subset (as every experiment does)")
+    g.add_argument("--cw-steps", type=STEPS, default=20, help="--report: steps of the CW attack (default: 20)")
+    g.add_argument("--autoattack-n", type=COUNT, default=1000,
+                   help="--report: examples of the report (the first N of the evaluation subset; default: 1000)")
+    g.add_argument("--autoattack", default="standard",
+                   help="--report: 'standard' AutoAttack, or comma-separated attacks of it, e.g. apgd-ce,apgd-dlr "
+                        f"(any of {', '.join(AUTOATTACK_ATTACKS)})")
     g = t.add_argument_group("output")
     g.add_argument("--name", default=None, help="run name (default: DATASET-METHOD-seedSEED-DIGEST, DIGEST from "
                                                 "the settings)")
@@ -415,7 +446,7 @@ def _numbers(kind: type) -> Callable[[str], tuple]:
 
 
 def _cmd_criterion(a: argparse.Namespace) -> int:
-    from .criterion_study import ordering_holds, run_study
+    from .study.criterion_study import ordering_holds, run_study
     command = " ".join(["python -m amata_lib criterion", *(shlex.quote(v) for v in a.argv)])
     record = run_study(a.out, command=command, epochs=a.epochs, seeds=a.seeds, measure_every=a.measure_every,
                        gammas=a.gammas, log=lambda line: print(line, flush=True))
@@ -459,6 +490,13 @@ def build_parser() -> argparse.ArgumentParser:
     _experiment_parser(sub)
     _criterion_parser(sub)
     return p
+
+
+def preload() -> None:
+    """Import the libraries every command needs (torch, scikit-learn's data sets, pydantic): see ``__main__``."""
+    import pydantic  # noqa: F401
+    import sklearn.datasets  # noqa: F401
+    import torch  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:

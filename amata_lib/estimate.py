@@ -23,9 +23,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from . import models
+from .core import models
+from .core.epoch import synchronize
+from .core.training import select_device
 from .experiments import build_schedule, lender
-from .training import select_device, synchronize
 
 # input shape, training-set size, test-set size
 DATA_SHAPES = {"digits": ((1, 8, 8), 1347, 450), "mnist": ((1, 28, 28), 60000, 10000),

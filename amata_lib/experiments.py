@@ -11,13 +11,13 @@ the FGSM check for catastrophic overfitting, ``lr_schedule`` gives the run its o
 learning-rate schedule (e.g. ``cyclic`` for Fast), ``early_stop: {drop, steps}`` adds
 Wong et al.'s early stopping with rollback on the first training minibatch.
 ``augment`` (``crop-flip`` or ``none``) is the training-data augmentation, by default
-``crop-flip`` for cifar10 and ``none`` otherwise (:func:`~amata_lib.data.default_augment`).
+``crop-flip`` for cifar10 and ``none`` otherwise (:func:`~amata_lib.infra.data.default_augment`).
 Its ``choices`` field lists what the paper leaves open and what we chose.
 
 :func:`run_experiment` trains every run (checkpointing each epoch, so an interrupted run
 resumes to the same result), evaluates the final model (clean, PGD with restarts, CW,
 AutoAttack on a fixed test subset) and writes one ``amata-run/1`` JSON per run to
-``OUT_DIR/<experiment>[-reduced]/<run>.json``. Overriding the training subset, the
+``OUT_DIR/<experiment>[-reduced]/seed<N>/<run>.json``. Overriding the training subset, the
 epochs, the evaluation subset or the report's subset marks the results as *reduced*;
 a finished result is never overwritten by a run with other settings.
 
@@ -25,54 +25,42 @@ Command line: ``python -m amata_lib experiment NAME`` (``--list``, ``--help``).
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shlex
-from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Callable
 
 import torch
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    model_validator,
-)
+from pydantic import Field, ValidationError, model_validator
 from torch.utils.data import TensorDataset
 
-from . import models
-from ._checks import check_bool, check_strict_int
-from .checkpoints import differences
-from .data import AUGMENTATIONS, DATASETS, MNIST_ENV, default_augment, load, subset
-from .errors import UserError
-from .evaluation import robustness_report
-from .history import epoch_line
-from .plus import EarlyStopRollback
-from .registry import MAXIMIZERS, build_maximizer
-from .results import ResultError, finished_result, library_state, load_run, save_run
-from .schedules import (
+from .core.history import overfitting_epochs
+from .core.maximizers import Maximizer
+from .core.schedules import Schedule
+from .core.training import select_device
+from .infra.checkpoints import differences
+from .infra.checks import check_bool, check_strict_int
+from .infra.data import default_augment, load, subset
+from .infra.errors import UserError
+from .infra.results import ResultError, finished_result, library_state, load_run, save_run
+from .methods import build_maximizer
+from .spec import (
     METHOD_PARAMS,
-    METHODS,
-    OPTIONAL_PARAMS,
-    ROUNDINGS,
-    Schedule,
+    Count,
+    Name,
+    RowSpec,
+    RunSpec,
+    Settings,
+    Strict,
+    data_file,
     make_schedule,
+    spec_error,
 )
-from .training import LR_SCHEDULES, OPTIMIZERS, select_device, train
-from .verdict import ProtocolSpec, collect, format_verdict, verdict
+from .spec import report as final_report
+from .spec import run as spec_run
+from .study.verdict import ProtocolSpec, collect, format_verdict, verdict
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-SCHEDULE_PARAMS = ("k", "alpha", "k_min", "k_max", "tau", "rounding", "stages", "gamma", "probe_size",
-                   "probe_every", "monotone")
-MAXIMIZER_NAMES = tuple(sorted(set(MAXIMIZERS) - {"clean"}))
-MODEL_NAMES = tuple(sorted(models.MODELS))
-AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
-RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 PROSE_FIELDS = ("description", "choices")
 # Not compared when a finished result is looked up: prose, and the protocol, which decides how results
 # are judged, not what a run computes (a seed's AutoAttack version, the one exception, is in its report).
@@ -87,120 +75,8 @@ class ConfigError(UserError):
 
 
 # ----------------------------------------------------------------------------- schema
-#
-# The schema is declarative (pydantic v2 models): types, bounds and allowed values
-# are stated once per field, unknown keys are refused (extra="forbid"), and a
-# ValidationError carries the path of the bad field, which ConfigError reports as
-# ``field 'runs[2].k'``. pydantic rather than hand-written dataclass checks: the
-# same declarations validate configs and the command line's run settings, and
-# ``RunSpec.model_json_schema()`` documents the format for people writing configs.
 
-def _fraction(value: Any) -> Any:
-    """``"8/255"`` -> ``8 / 255`` (configs may write eps as a fraction); other values pass through."""
-    if isinstance(value, str):
-        try:
-            return float(Fraction(value.replace(" ", "")))
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"must be a number or a fraction like '8/255', got {value!r}") from None
-    return value
-
-
-Number = Annotated[float, BeforeValidator(_fraction), Field(ge=0, allow_inf_nan=False)]
-Positive = Annotated[float, BeforeValidator(_fraction), Field(gt=0, allow_inf_nan=False)]
-Count = Annotated[int, Field(ge=1)]
-Name = Annotated[str, StringConstraints(pattern=RUN_NAME)]
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class EvalSpec(_Spec):
-    """How runs are evaluated: per epoch (PGD) and in the final report (PGD, CW, AutoAttack)."""
-
-    pgd_steps: Count
-    pgd_restarts: Count
-    cw_steps: Count
-    autoattack_n: Count
-    every: Count
-    subset: Count | None
-    autoattack_attacks: Annotated[list[Literal[AUTOATTACK_ATTACKS]], Field(min_length=1)] | None = None
-
-
-class EarlyStopSpec(_Spec):
-    """Wong et al.'s early stopping (:class:`~amata_lib.plus.EarlyStopRollback`) on the first training minibatch."""
-
-    drop: Annotated[Number, Field(le=1)] = 0.2
-    steps: Count = 5
-
-
-class WarmupSpec(_Spec):
-    """Clean (ERM) epochs shared by every row before its schedule starts (same seed: same weights)."""
-
-    epochs: Count
-
-
-class RunSpec(_Spec):
-    """One row of a table: the schedule (``method`` and its parameters) and the maximizer that uses it."""
-
-    name: Name
-    method: Literal[METHODS]
-    k: Count | None = None
-    alpha: Positive | None = None
-    k_min: Count | None = None
-    k_max: Count | None = None
-    tau: Positive | None = None
-    rounding: Literal[ROUNDINGS] | None = None
-    stages: Annotated[list[Count], Field(min_length=1)] | None = None
-    gamma: Number | None = None
-    probe_size: Count | None = None
-    probe_every: Count | None = None
-    monotone: bool | None = None
-    maximizer: Literal[MAXIMIZER_NAMES] | None = None
-    maximizer_kwargs: dict[str, Any] | None = None
-    detect_overfitting: bool | None = None
-    lr_schedule: Literal[LR_SCHEDULES] | None = None
-    early_stop: EarlyStopSpec | None = None
-
-    @model_validator(mode="after")
-    def _fits_method(self) -> RunSpec:
-        wanted = METHOD_PARAMS[self.method]
-        given = [p for p in SCHEDULE_PARAMS if getattr(self, p) is not None]
-        unused = [p for p in given if p not in wanted]
-        if unused:
-            raise ValueError(f"{unused[0]} is not used by method {self.method!r} (it takes "
-                             f"{', '.join(wanted) or 'nothing'})")
-        missing = [p for p in wanted if p not in given and p not in OPTIONAL_PARAMS]
-        if missing:
-            raise ValueError(f"lacks {missing} (method {self.method!r})")
-        if self.k_min is not None and self.k_max is not None and self.k_min > self.k_max:
-            raise ValueError(f"k_min must be <= k_max, got {self.k_min} > {self.k_max}")
-        if self.method == "erm" and (self.maximizer not in (None, "clean") or self.maximizer_kwargs):
-            raise ValueError(f"method 'erm' trains on clean data, got maximizer {self.maximizer!r}")
-        return self
-
-    def schedule_params(self) -> dict:
-        """The parameters :func:`~amata_lib.schedules.make_schedule` takes for this run."""
-        return {p: getattr(self, p) for p in METHOD_PARAMS[self.method] if getattr(self, p) is not None}
-
-    def as_dict(self) -> dict:
-        """The run as stored in results: method parameters, then maximizer fields (not for ERM)."""
-        out: dict[str, Any] = {"name": self.name, "method": self.method, **self.schedule_params()}
-        if self.method in ("amata", "exponential"):
-            out["rounding"] = self.rounding or "round"
-        if self.detect_overfitting is not None:  # only when given, so older results keep matching
-            out["detect_overfitting"] = self.detect_overfitting
-        if self.lr_schedule is not None:  # the run's own learning-rate schedule, else the experiment's
-            out["lr_schedule"] = self.lr_schedule
-        if self.early_stop is not None:
-            out["early_stop"] = self.early_stop.model_dump()
-        if self.method != "erm":
-            out["maximizer"] = self.maximizer or "pgd"
-            out["maximizer_kwargs"] = dict(self.maximizer_kwargs or {})
-        return out
-
-
-class BorrowSpec(_Spec):
+class BorrowSpec(Strict):
     """Rows read from another experiment's stored results (the same settings, so the same runs).
 
     ``experiment`` is a shipped name or a path to a ``.json`` config, as on the command line.
@@ -210,28 +86,14 @@ class BorrowSpec(_Spec):
     runs: Annotated[list[Name], Field(min_length=1)]
 
 
-class ExperimentSpec(_Spec):
-    """A named, versioned experiment: shared settings and the runs of one table."""
+class ExperimentSpec(Settings):
+    """A named, versioned experiment: the settings every row shares (:class:`~amata_lib.spec.Settings`) and the
+    rows of one table (:class:`~amata_lib.spec.RowSpec`), with an optional verdict protocol and borrowed rows."""
 
     name: Name
     version: Count
     description: str
-    dataset: Literal[DATASETS]
-    model: Literal[MODEL_NAMES]
-    eps: Annotated[Number, Field(le=1)]
-    epochs: Count
-    batch_size: Count
-    optimizer: Literal[OPTIMIZERS]
-    lr: Positive
-    lr_schedule: Literal[LR_SCHEDULES]
-    momentum: Annotated[Number, Field(le=1)]
-    weight_decay: Number
-    seed: Annotated[int, Field(ge=0)]
-    augment: Literal[AUGMENTATIONS] | None = None
-    train_subset: Count | None = None
-    warmup: WarmupSpec | None = None
-    eval: EvalSpec
-    runs: Annotated[list[RunSpec], Field(min_length=1)]
+    runs: Annotated[list[RowSpec], Field(min_length=1)]
     protocol: ProtocolSpec | None = None
     borrow: BorrowSpec | None = None
     choices: list[str]
@@ -251,30 +113,6 @@ class ExperimentSpec(_Spec):
         if self.seed != self.protocol.seeds[0]:
             raise ValueError(f"seed must be the protocol's first seed {self.protocol.seeds[0]}, got {self.seed}")
         return self
-
-
-def _location(loc: tuple) -> str:
-    """``('runs', 2, 'k')`` -> ``runs[2].k``."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def spec_error(exc: ValidationError, names: Callable[[str], str] = lambda f: f"field {f!r}") -> str:
-    """The first error of a pydantic ``ValidationError`` as one line naming its field."""
-    err = exc.errors()[0]
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
-    message = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "missing":
-        where, last = _location(loc[:-1]) or "config", loc[-1]
-        return f"{names(where)} lacks [{last!r}]"
-    if err["type"] == "extra_forbidden":
-        where = _location(loc[:-1]) or "config"
-        return f"{names(where)} has unknown keys [{loc[-1]!r}]"
-    got = "" if err["type"] == "value_error" else f", got {err.get('input')!r:.60}"
-    where = _location(loc)
-    return f"{names(where)}: {message}{got}" if where else f"{message}{got}"
 
 
 def validate_config(raw: Any, source: str = "config") -> dict:
@@ -444,13 +282,22 @@ def check_layout(root: str | Path, cfg: dict, overrides: dict) -> None:
 
 # ----------------------------------------------------------------------------- one run
 
+def row_spec(cfg: dict, run: dict, train_subset: int | None = None) -> RunSpec:
+    """The :class:`~amata_lib.spec.RunSpec` of one row of config ``cfg`` (``train_subset``: a reduced scale's)."""
+    shared = {k: cfg[k] for k in Settings.model_fields if k in cfg}
+    shared["augment"] = cfg.get("augment", "none")
+    if train_subset is not None:
+        shared["train_subset"] = train_subset
+    return RunSpec.model_validate({**shared, "run": run})
+
+
 def build_schedule(run: dict, epochs: int) -> Schedule | None:
-    """The run's per-epoch plan ``(K_t, alpha_t)``; ``None`` for ERM."""
+    """A config row's per-epoch plan ``(K_t, alpha_t)``; ``None`` for ERM."""
     return make_schedule(run["method"], epochs, **{p: run[p] for p in METHOD_PARAMS[run["method"]] if p in run})
 
 
-def build_run_maximizer(run: dict, eps: float):
-    """The run's inner maximizer (``Clean`` for ERM) with radius ``eps``."""
+def build_run_maximizer(run: dict, eps: float) -> Maximizer:
+    """A config row's inner maximizer (``Clean`` for ERM) with radius ``eps``."""
     if run["method"] == "erm":
         return build_maximizer("clean", eps)
     return build_maximizer(run["maximizer"], eps, **run["maximizer_kwargs"])
@@ -479,80 +326,6 @@ def command_line(name: str, *, runs: list[str] | None = None, overrides: dict | 
     return " ".join(shlex.quote(a) for a in args)
 
 
-def final_report(model: torch.nn.Module, test_eval: TensorDataset, cfg: dict) -> dict:
-    """Clean, PGD (with restarts), CW and AutoAttack accuracy of the finished model.
-
-    All four on the first ``eval.autoattack_n`` examples of the evaluation subset,
-    seeded by the config's seed, so a resumed run reports the same numbers. AutoAttack
-    runs ``eval.autoattack_attacks`` (standard when unset), except for the protocol's
-    ``autoattack_standard_seeds``, which get the standard ensemble.
-    """
-    ev = cfg["eval"]
-    attacks = ev["autoattack_attacks"]
-    if cfg["seed"] in cfg.get("protocol", {}).get("autoattack_standard_seeds", []):
-        attacks = None
-    report = robustness_report(model, test_eval, eps=cfg["eps"], pgd_steps=ev["pgd_steps"],
-                               pgd_restarts=ev["pgd_restarts"], cw_steps=ev["cw_steps"],
-                               autoattack_n=min(ev["autoattack_n"], len(test_eval)),
-                               autoattack_version="standard" if attacks is None else "custom",
-                               autoattack_attacks=attacks, seed=cfg["seed"])
-    report["autoattack_attacks"] = "standard" if attacks is None else list(attacks)
-    return report
-
-
-def data_file(dataset: str, data_path: str | None) -> dict:
-    """Which file the data came from (``--data-path`` or ``$AMATA_MNIST``) and its SHA-256, if any."""
-    path = data_path or (os.environ.get(MNIST_ENV) if dataset == "mnist" else None)
-    if not path or not Path(path).is_file():
-        return {"data_path": path, "data_sha256": None}
-    return {"data_path": str(path), "data_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
-
-
-def _epoch_log(run: str, epochs: int, log: Log | None) -> Callable[[dict, torch.nn.Module], None] | None:
-    """Trainer callback that logs one line per epoch, prefixed by the run's name."""
-    if log is None:
-        return None
-    return lambda rec, _model: log(f"[{run}] " + epoch_line(rec, epochs))
-
-
-def _callback(cfg: dict, run: dict, train_set: TensorDataset, log: Log | None) -> Callable | None:
-    """The run's trainer callback: its early stopping (on the first training minibatch), then the epoch log."""
-    logger = _epoch_log(run["name"], cfg["epochs"], log)
-    if "early_stop" not in run:
-        return logger
-    first = [train_set[i] for i in range(min(cfg["batch_size"], len(train_set)))]
-    x, y = torch.stack([ex[0] for ex in first]), torch.as_tensor([int(ex[1]) for ex in first])
-    stop = EarlyStopRollback(x, y, eps=cfg["eps"], steps=run["early_stop"]["steps"], drop=run["early_stop"]["drop"],
-                             seed=cfg["seed"])
-
-    def callback(record: dict, model: torch.nn.Module) -> bool:
-        stopped = stop(record, model)
-        if logger is not None:
-            logger(record, model)
-        return stopped
-    return callback
-
-
-def _warmup(model: torch.nn.Module, cfg: dict, datasets: tuple[TensorDataset, TensorDataset],
-            device: torch.device, log: Log | None, name: str) -> dict:
-    """Train ``model`` on clean data for the config's ``warmup.epochs``; return its cost.
-
-    Every row of a seed starts from the same weights (the warm-up is deterministic given
-    the seed), and a resumed run repeats it to rebuild the initial weights its checkpoint
-    was made from (seconds: clean epochs cost one pass per minibatch). Evaluated on 100
-    test images only; its time and passes are added to every row's cost to target.
-    """
-    history = train(model, *datasets, epochs=cfg["warmup"]["epochs"], eps=cfg["eps"], optimizer=cfg["optimizer"],
-                    lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
-                    batch_size=cfg["batch_size"], seed=cfg["seed"], device=device, eval_steps=1, eval_subset=100,
-                    progress=False)
-    last = history[-1]
-    if log:
-        log(f"[{name}] warm-up: {last['epoch']} clean epoch(s), clean accuracy {100 * last['clean_acc']:.1f}% "
-            f"on 100 test images, {last['time']:.1f}s")
-    return {"epochs": last["epoch"], "time": last["time"], "passes": last["passes"]}
-
-
 def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset], *, overrides: dict,
             source: str, out_dir: Path, checkpoint_dir: Path, device: torch.device, command: str,
             data_path: str | None = None, keep_checkpoint: bool = False, log: Log | None = print) -> Path:
@@ -565,26 +338,14 @@ def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset],
             log(f"[{run['name']}] done already: {out}")
         return out
     ckpt = seed_folder(checkpoint_dir, cfg, overrides) / f"{run['name']}.pt"
-    if log and ckpt.exists():
-        log(f"[{run['name']}] resuming from {ckpt}")
-    train_set, test_set = datasets
-    torch.manual_seed(cfg["seed"])
-    model = models.build(cfg["model"])
-    warmup = _warmup(model, cfg, datasets, device, log, run["name"]) if "warmup" in cfg else None
-    ev = cfg["eval"]
-    history = train(model, train_set, test_set, epochs=cfg["epochs"], eps=cfg["eps"],
-                    schedule=build_schedule(run, cfg["epochs"]), maximizer=build_run_maximizer(run, cfg["eps"]),
-                    optimizer=cfg["optimizer"], lr=cfg["lr"], momentum=cfg["momentum"],
-                    weight_decay=cfg["weight_decay"], lr_schedule=run.get("lr_schedule", cfg["lr_schedule"]),
-                    batch_size=cfg["batch_size"], seed=cfg["seed"], device=device,
-                    augment=cfg.get("augment", "none"), eval_steps=ev["pgd_steps"], eval_subset=ev["subset"],
-                    eval_every=ev["every"],
-                    detect_overfitting=run.get("detect_overfitting", False), checkpoint=ckpt,
-                    callback=_callback(cfg, run, train_set, log))
-    test_eval = subset(test_set, ev["subset"])
+    spec = row_spec(cfg, run, overrides.get("train_subset"))
+    trained = spec_run(spec, datasets=datasets, device=device, checkpoint=ckpt, log=log)
+    model, history, warmup, test_set = trained.model, trained.history, trained.warmup, trained.test_set
+    train_set, ev = trained.train_set, cfg["eval"]
     config.update(data_file(cfg["dataset"], data_path), train_size=len(train_set), test_size=len(test_set),
-                  eval_size=len(test_eval))
-    report = final_report(model, test_eval, cfg)
+                  eval_size=len(subset(test_set, ev["subset"])))
+    standard = cfg["seed"] in cfg.get("protocol", {}).get("autoattack_standard_seeds", [])
+    report = final_report(spec, model, test_set, standard_autoattack=standard)
     if log and report["gradient_masking_suspect"]:
         log(f"[{run['name']}] WARNING: gradient masking suspected: {'; '.join(report['masking_reasons'])}")
     if warmup is not None:
@@ -659,8 +420,7 @@ def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: in
                             f"mark its results as made by uncommitted code")
     seeds = [seed] if seed is not None else base.get("protocol", {}).get("seeds", [base["seed"]])
     dev = select_device(device)
-    train_set, test_set = load(base["dataset"], path=data_path, root=data_root, download=download)
-    train_set = subset(train_set, train_subset if train_subset is not None else base.get("train_subset"))
+    datasets = load(base["dataset"], path=data_path, root=data_root, download=download)
     other_base = lender(base, source) if "borrow" in base else None  # checked once, used for every seed
     paths = []
     for s in seeds:
@@ -683,7 +443,7 @@ def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: in
                      if run["name"] in lent]
             if log:
                 log(f"rows {', '.join(lent)}: borrowed from experiment {other_name!r}")
-        paths += [run_one(c, run, (train_set, test_set), overrides=overrides, source=src, out_dir=Path(out_dir),
+        paths += [run_one(c, run, datasets, overrides=overrides, source=src, out_dir=Path(out_dir),
                           checkpoint_dir=Path(checkpoint_dir), device=dev, command=cmd, data_path=data_path,
                           keep_checkpoint=keep_checkpoints, log=log) for c, run, src, cmd in jobs]
     if log and "protocol" in base and seed is None and runs is None:
@@ -760,10 +520,9 @@ def report_table(results: dict[str, dict], *, attack: str = "PGD", cw: str = "CW
 
     ``results[name]`` are stored results; the column labels name the attacks as the
     config ran them (e.g. ``attack="PGD-20"``). The last column gives the first epoch
-    :func:`~amata_lib.history.overfitting_epochs` flags ("-" for runs without the FGSM
+    :func:`~amata_lib.core.history.overfitting_epochs` flags ("-" for runs without the FGSM
     check) and notes an early stop with rollback (Fast's).
     """
-    from .history import overfitting_epochs
     lines = [f"{'run':16s} {'clean':>6s} {attack:>7s} {cw:>6s} {aa:>6s}  {'passes':>6s}  catastrophic overfitting"]
     for res in results.values():
         r = summary(res)

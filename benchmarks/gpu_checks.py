@@ -25,8 +25,9 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import Dataset, TensorDataset
 
-from amata_lib import Constant, DigitsCNN, LeNet, distributed, load, pgd, train
-from amata_lib.data import to_device
+from amata_lib import Constant, DigitsCNN, LeNet, TrainOptions, load, pgd, train
+from amata_lib.infra import distributed
+from amata_lib.infra.data import to_device
 
 DEV = torch.device("cuda", 0)
 
@@ -70,7 +71,7 @@ def _sync_warnings(n_images: int) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             train(LeNet(), data, TensorDataset(*(t[:2] for t in data.tensors)), epochs=1, eps=0.3,
-                  schedule=Constant(2, 0.1, 1), device=DEV, eval_steps=1)
+                  schedule=Constant(2, 0.1, 1), device=DEV, options=TrainOptions(eval_steps=1))
     finally:
         torch.cuda.set_sync_debug_mode("default")
     return sum("synchroniz" in str(w.message) for w in caught)
@@ -94,7 +95,7 @@ def check_gpu_follows_cpu() -> str:
     for device in ("cpu", DEV):
         torch.manual_seed(0)
         losses.append([h["train_loss"] for h in train(DigitsCNN(), *digits, epochs=3, eps=0.2, device=device,
-                                                      eval_every=3)])
+                                                      options=TrainOptions(eval_every=3))])
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-3, atol=1e-4)
     return f"ERM train losses CPU {[round(v, 4) for v in losses[0]]} vs GPU {[round(v, 4) for v in losses[1]]}"
 
@@ -105,8 +106,8 @@ def check_bf16_channels_last_and_loader() -> str:
     out = []
     for ds, amp, cl in ((data, True, True), (data, False, False), (MapStyle(data), False, False)):
         torch.manual_seed(0)
-        h = train(LeNet(), ds, test, epochs=2, eps=0.3, schedule=Constant(3, 0.1, 2), device=DEV, amp=amp,
-                  channels_last=cl, eval_every=2)
+        h = train(LeNet(), ds, test, epochs=2, eps=0.3, schedule=Constant(3, 0.1, 2), device=DEV,
+                  options=TrainOptions(amp=amp, channels_last=cl, eval_every=2))
         out.append(h[-1]["train_loss"])
     assert all(torch.isfinite(torch.tensor(out))), out
     assert abs(out[1] - out[2]) < 1e-3 * abs(out[1]) + 1e-4, f"tensor path {out[1]} vs DataLoader {out[2]}"
@@ -143,7 +144,7 @@ def _nccl_worker(rank: int, port: int, q) -> None:
     digits = load("digits")
     torch.manual_seed(0)
     model = DigitsCNN()
-    h = train(model, *digits, epochs=2, eps=0.2, device="cuda", eval_every=2)
+    h = train(model, *digits, epochs=2, eps=0.2, device="cuda", options=TrainOptions(eval_every=2))
     if rank == 0:
         q.put(([r["train_loss"] for r in h], [p.detach().cpu() for p in model.parameters()]))
     distributed.shutdown()
@@ -161,7 +162,7 @@ def check_nccl_two_processes() -> str:
     losses, params = q.get()
     torch.manual_seed(0)
     model = DigitsCNN()
-    ref = train(model, *load("digits"), epochs=2, eps=0.2, device=DEV, eval_every=2)
+    ref = train(model, *load("digits"), epochs=2, eps=0.2, device=DEV, options=TrainOptions(eval_every=2))
     torch.testing.assert_close(losses, [r["train_loss"] for r in ref], rtol=1e-4, atol=1e-5)
     for p, q_ in zip(params, model.parameters()):
         torch.testing.assert_close(p, q_.detach().cpu(), rtol=1e-3, atol=1e-5)

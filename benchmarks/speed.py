@@ -71,11 +71,12 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from amata_lib import Amata, Constant, LeNet, models, train
-from amata_lib.attacks import _input_grad, pgd
-from amata_lib.results import device_name, provenance, write_json_atomic
-from amata_lib.schedules import relative_cost
-from amata_lib.training import select_device, synchronize
+from amata_lib import Amata, Constant, LeNet, TrainOptions, train
+from amata_lib.core import models
+from amata_lib.core.attacks import input_grad, pgd
+from amata_lib.core.schedules import relative_cost
+from amata_lib.core.training import select_device, synchronize
+from amata_lib.infra.results import device_name, provenance, write_json_atomic
 
 SCHEMA = "amata-speed/1"
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -171,7 +172,7 @@ def micro(model: nn.Module, shape: tuple[int, ...], eps: float, batch: int, step
 
     def attack_pass() -> None:
         with autocast:
-            _input_grad(model, x, y, "ce")
+            input_grad(model, x, y, "ce")
 
     def attack() -> None:
         with autocast:
@@ -199,8 +200,9 @@ def run_epochs(name: str, data: TensorDataset, schedule, eps: float, batch: int,
     torch.manual_seed(0)
     tiny_test = TensorDataset(*(t[:2] for t in data.tensors))
     return train(models.build(name), data, tiny_test, epochs=schedule.epochs, eps=eps, schedule=schedule,
-                 batch_size=batch, device=device, amp=amp, channels_last=channels_last, eval_steps=1,
-                 eval_every=schedule.epochs)
+                 device=device,
+                 options=TrainOptions(batch_size=batch, amp=amp, channels_last=channels_last, eval_steps=1,
+                                      eval_every=schedule.epochs))
 
 
 def summarise(history: list[dict], n_images: int, flops: dict, peak_flops: float) -> dict:
@@ -305,8 +307,8 @@ def versus(n_images: int, batch: int, repeats: int, device: torch.device) -> dic
     one = TensorDataset(*(t[:1] for t in data.tensors))  # train() evaluates on one image: a pass of batch 1
 
     def ours(model: nn.Module, seed: int) -> None:
-        train(model, data, one, epochs=1, eps=eps, schedule=Constant(K_PGD, alpha, 1), batch_size=batch,
-              seed=seed, device=device, eval_steps=1)
+        train(model, data, one, epochs=1, eps=eps, schedule=Constant(K_PGD, alpha, 1), seed=seed, device=device,
+              options=TrainOptions(batch_size=batch, eval_steps=1))
 
     def kolter_madry(model: nn.Module, seed: int) -> None:
         peer_epoch(model, data, lambda m, x, y: kolter_madry_pgd(m, x, y, eps, alpha, K_PGD), batch, seed)
@@ -406,9 +408,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def bf16_ratio(device: torch.device, batch: int, repeats: int) -> dict:
     """Time of one LeNet PGD-10 training minibatch in bf16 autocast over fp32 (alternating, medians)."""
-    from amata_lib.maximizers import PGDMaximizer
-    from amata_lib.schedules import Plan
-    from amata_lib.training import cpu_has_bf16
+    from amata_lib.core.maximizers import PGDMaximizer
+    from amata_lib.core.schedules import Plan
+    from amata_lib.core.training import cpu_has_bf16
     torch.manual_seed(0)
     model = LeNet().to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import amata_lib.adaptive as adaptive
-from amata_lib import DigitsCNN, load, train
-from amata_lib.adaptive import Adaptive
-from amata_lib.criterion import plan_value
-from amata_lib.errors import UserError
-from amata_lib.schedules import Plan, make_schedule
+import amata_lib.study.adaptive as adaptive
+from amata_lib import DigitsCNN, TrainOptions, load, train
+from amata_lib.core.schedules import Plan
+from amata_lib.infra.errors import UserError
+from amata_lib.spec import make_schedule
+from amata_lib.study.adaptive import Adaptive
+from amata_lib.study.criterion import plan_value
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,8 +80,8 @@ def test_the_trainer_uses_the_argmax_at_the_epochs_start_weights_and_counts_the_
 
     torch.manual_seed(0)
     s = Adaptive(2, 6, 0.5, 4, gamma=0.002, probe_size=64)
-    h = train(DigitsCNN(), train_set, test_set, epochs=4, eps=0.2, schedule=s, eval_subset=50, eval_steps=3,
-              callback=check, device="cpu")
+    h = train(DigitsCNN(), train_set, test_set, epochs=4, eps=0.2, schedule=s, callback=check, device="cpu",
+              options=TrainOptions(eval_subset=50, eval_steps=3))
     assert [r["steps"] for r in h[1:]] == expected[:-1]
     probe = sum(k + 1 for k in range(2, 7)) * 64 / 128  # in minibatches of the training batch size (128)
     assert all(r["probe_passes"] == probe for r in h)

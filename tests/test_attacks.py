@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from amata_lib import LeNet, cw_loss, fgsm, pgd
-from amata_lib.attacks import project
+from amata_lib import LeNet, fgsm, pgd
+from amata_lib.core.attacks import cw_loss, project
 
 
 @pytest.fixture

@@ -8,9 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from amata_lib import ATTAMaximizer, Constant, PGDMaximizer, train
-from amata_lib.data import CropFlip, EpochFeed, crop_flip, default_augment
-from amata_lib.errors import UserError
+from amata_lib import Constant, TrainOptions, train
+from amata_lib.core.maximizers import PGDMaximizer
+from amata_lib.infra.data import CropFlip, EpochFeed, crop_flip, default_augment
+from amata_lib.infra.errors import UserError
+from amata_lib.methods import ATTAMaximizer
 
 
 def cifar_like(n: int = 48, seed: int = 0) -> TensorDataset:
@@ -85,11 +87,11 @@ def test_defaults_per_dataset():
     assert default_augment("mnist") == default_augment("digits") == "none"
 
 
-def _train(data, **kwargs):
+def _train(data, augment="none", **kwargs):
     torch.manual_seed(0)
     model = tiny_net()
-    history = train(model, data, cifar_like(16, seed=1), epochs=3, eps=8 / 255, schedule=Constant(1, 8 / 255, 3),
-                    batch_size=16, seed=2, device="cpu", eval_steps=2, **kwargs)
+    history = train(model, data, cifar_like(16, seed=1), eps=8 / 255, schedule=Constant(1, 8 / 255, 3), seed=2,
+                    device="cpu", options=TrainOptions(batch_size=16, eval_steps=2, augment=augment), **kwargs)
     return model, history
 
 
@@ -113,7 +115,7 @@ def test_augmented_training_resumes_exactly_after_an_interrupted_epoch(tmp_path)
 
 
 def test_a_checkpoint_without_augmentation_does_not_resume_an_augmented_run(tmp_path):
-    from amata_lib.errors import CheckpointError
+    from amata_lib.infra.errors import CheckpointError
 
     data, ckpt = cifar_like(), tmp_path / "run.pt"
 
@@ -167,7 +169,8 @@ def test_refused_combinations():
         _train(data, augment="mixup")
     flat = TensorDataset(data.tensors[0].flatten(1), data.tensors[1])
     with pytest.raises(UserError, match="N x C x H x W"):
-        train(nn.Linear(3072, 10), flat, flat, epochs=1, eps=0.0, augment="crop-flip", device="cpu")
+        train(nn.Linear(3072, 10), flat, flat, epochs=1, eps=0.0, device="cpu",
+              options=TrainOptions(augment="crop-flip"))
 
 
 # ----------------------------------------------------------------------------- configs and CLI
@@ -196,9 +199,12 @@ def _cli_train_kwargs(monkeypatch, tmp_path, dataset, *extra):
         return [{"epoch": 1, "steps": 0, "alpha": 0.0, "lr": 0.1, "epoch_time": 0.0, "time": 0.0, "passes": 1,
                  "train_loss": 1.0, "clean_acc": 0.1, "robust_acc": 0.1, "stopped": False}]
 
-    monkeypatch.setattr(cli, "train", fake_train)
-    monkeypatch.setattr(cli, "load", lambda *a, **k: (cifar_like(), cifar_like(8)))
-    monkeypatch.setattr(cli, "data_file", lambda *a, **k: {"data_sha256": None})
+    from amata_lib import spec
+    from amata_lib.infra import data as data_module
+
+    monkeypatch.setattr(spec, "train", fake_train)
+    monkeypatch.setattr(data_module, "load", lambda *a, **k: (cifar_like(), cifar_like(8)))
+    monkeypatch.setattr(spec, "data_file", lambda *a, **k: {"data_sha256": None})
     cli.main(["train", "--dataset", dataset, "--method", "erm", "--epochs", "1", "--no-progress",
               "--out", str(tmp_path / "r.json"), "--checkpoint", str(tmp_path / "r.pt"), *extra])
     return seen, json.loads((tmp_path / "r.json").read_text())["config"]
@@ -206,9 +212,9 @@ def _cli_train_kwargs(monkeypatch, tmp_path, dataset, *extra):
 
 def test_cli_augments_cifar10_by_default_and_not_digits(monkeypatch, tmp_path):
     seen, config = _cli_train_kwargs(monkeypatch, tmp_path, "cifar10")
-    assert seen["augment"] == "crop-flip" and config["augment"] == "crop-flip"
+    assert seen["options"].augment == "crop-flip" and config["augment"] == "crop-flip"
     seen, config = _cli_train_kwargs(monkeypatch, tmp_path / "b", "cifar10", "--augment", "none")
-    assert seen["augment"] == "none" and "augment" not in config
+    assert seen["options"].augment == "none" and "augment" not in config
 
 
 def test_cli_digits_trains_unaugmented(tmp_path):
@@ -223,9 +229,9 @@ def test_atta_store_follows_the_crops_and_flips(monkeypatch):
     """hzzheng93/ATTA adaptive_data_aug.py: the stored (padded) perturbation is cut with the batch's crop and
     flip before the attack, and the attacked window is flipped back and written where it came from; the
     store's pixels outside the window keep their values."""
-    import amata_lib.plus as plus
-    from amata_lib.data import CropFlip
-    from amata_lib.schedules import Plan
+    import amata_lib.methods.atta as plus
+    from amata_lib.core.schedules import Plan
+    from amata_lib.infra.data import CropFlip
 
     starts = []
     pattern = 0.01 * torch.arange(9.0).view(1, 1, 3, 3)

@@ -5,8 +5,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from amata_lib import accuracy, pgd_accuracy
-from amata_lib.evaluation import autoattack_accuracy, masking_reasons, robustness_report
+from amata_lib.core.evaluation import accuracy, autoattack_accuracy, masking_reasons, pgd_accuracy, robustness_report
 
 EPS = 0.2
 APGD_CE = {"version": "custom", "attacks": ["apgd-ce"]}

@@ -55,8 +55,8 @@ from urllib.parse import quote
 
 import pytest
 
-from amata_lib.errors import UserError
-from amata_lib.explorer import STATIC_SHAPES, build_schedule, explore, summary
+from amata_lib.book.explorer import STATIC_SHAPES, build_schedule, explore, summary
+from amata_lib.infra.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"

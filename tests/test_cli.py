@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from amata_lib import load_run
 from amata_lib.cli import main
+from amata_lib.infra.results import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def test_help_explains_options(tmp_path):
 
 
 @pytest.mark.parametrize("args, match", [
-    (["train", "--k-min", "0"], "argument --k-min: must be an integer >= 1, got '0'"),
+    (["train", "--k-min", "0"], "argument --k-min: must be an integer >= 1 and <= 10000, got '0'"),
     (["train", "--epochs", "abc"], "invalid int value"),
     (["train", "--dataset", "mnist", "--data-path", "/nonexistent.npz"], "is not a file"),
     (["train", "--method", "amata", "--k-min", "12"], "k_min must be <= k_max"),
@@ -107,7 +107,7 @@ def test_train_with_an_amata_plus_maximizer(tmp_path, monkeypatch, capsys):
     assert main(args) == 0
     (path,) = (tmp_path / "data" / "results").glob("digits-amata-free-seed0-*.json")  # name + settings digest
     run = load_run(path)
-    assert run["config"]["maximizer"] == "free" and run["config"]["detect_overfitting"] is True
+    assert run["config"]["run"]["maximizer"] == "free" and run["config"]["run"]["detect_overfitting"] is True
     # m replays per minibatch, 2 minibatches; Amata(2, 4) over 2 epochs gives m = 2, 3
     assert [h["steps"] for h in run["history"]] == [2, 3]
     assert [h["passes"] for h in run["history"]] == [2 * 2, 2 * 2 + 3 * 2]

@@ -6,7 +6,7 @@ import pytest
 import sympy as sp
 
 from amata_lib import Amata, Constant, FromFunction, Plan
-from amata_lib import control as c
+from amata_lib.study import control as c
 
 
 def same(expr, expected):
@@ -146,7 +146,7 @@ def test_bad_inputs_raise():
 
 
 def test_optimal_shape_schedule_follows_eq12():
-    from amata_lib.control import optimal_shape_schedule
+    from amata_lib.study.control import optimal_shape_schedule
     s = optimal_shape_schedule(k_min=2, k_max=10, tau=0.5, epochs=30)
     ks = [p.steps for p in s.plans()]
     assert ks[0] == 2 and ks == sorted(ks) and ks[-1] == 10
@@ -159,7 +159,7 @@ def test_optimal_shape_schedule_follows_eq12():
 
 
 def test_explorer_offers_optimal_shape():
-    from amata_lib.explorer import SHAPES
+    from amata_lib.book.explorer import SHAPES
     assert "optimal" in SHAPES
 
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from amata_lib import Amata, Constant, Plan, pgd
-from amata_lib._nn import param_grad_sq_norm as robust_grad_norm_sq
-from amata_lib.convergence import (
+from amata_lib.infra.nn import param_grad_sq_norm as robust_grad_norm_sq
+from amata_lib.study.convergence import (
     inexactness_term,
     make_toy,
     measure_inner,

@@ -5,9 +5,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from amata_lib import Plan
-from amata_lib._nn import param_grad_sq_norm
-from amata_lib.attacks import fosc
-from amata_lib.criterion import SearchSpace, criterion_c, plan_value
+from amata_lib.core.attacks import fosc
+from amata_lib.infra.nn import param_grad_sq_norm
+from amata_lib.study.criterion import SearchSpace, criterion_c, plan_value
 
 
 def linear_model(classes: int = 10, seed: int = 0) -> nn.Module:
@@ -103,7 +103,7 @@ def test_bad_inputs_raise(batch):
 # ----------------------------------------------------------------------------- exact maximum on a grid
 
 def test_exact_c_is_the_brute_force_maximum_of_plan_value(batch):
-    from amata_lib.criterion import criterion_c_exact
+    from amata_lib.study.criterion import criterion_c_exact
 
     x, y = batch
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
@@ -133,7 +133,7 @@ class _Counting(nn.Module):
 
 
 def test_passes_count_the_forward_passes_spent(batch):
-    from amata_lib.criterion import GridSpace, criterion_c_exact
+    from amata_lib.study.criterion import GridSpace, criterion_c_exact
 
     x, y = batch
     model = _Counting()
@@ -146,7 +146,7 @@ def test_passes_count_the_forward_passes_spent(batch):
 
 
 def test_tpe_on_a_grid_is_a_lower_bound_of_the_exact_c(batch):
-    from amata_lib.criterion import GridSpace, criterion_c_exact
+    from amata_lib.study.criterion import GridSpace, criterion_c_exact
 
     x, y = batch
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
@@ -160,8 +160,8 @@ def test_tpe_on_a_grid_is_a_lower_bound_of_the_exact_c(batch):
 
 
 def test_grid_space_and_exact_refuse_bad_grids(batch):
-    from amata_lib.criterion import GridSpace, criterion_c_exact
-    from amata_lib.errors import UserError
+    from amata_lib.infra.errors import UserError
+    from amata_lib.study.criterion import GridSpace, criterion_c_exact
 
     x, y = batch
     with pytest.raises(UserError, match="alphas"):
@@ -175,7 +175,7 @@ def test_grid_space_and_exact_refuse_bad_grids(batch):
 
 
 def test_exact_c_at_several_gammas_is_one_grid_evaluation(batch):
-    from amata_lib.criterion import criterion_c_exact, criterion_c_exact_gammas
+    from amata_lib.study.criterion import criterion_c_exact, criterion_c_exact_gammas
     model, (x, y) = linear_model(), batch
     plan, ks, alphas = Plan(5, 0.04), [1, 2, 5, 8], [0.02, 0.05]
     many = criterion_c_exact_gammas(model, x, y, plan, eps=0.2, gammas=[0.0, 1e-3, 1.0], ks=ks, alphas=alphas)
@@ -190,8 +190,8 @@ def test_exact_c_at_several_gammas_is_one_grid_evaluation(batch):
 def test_strong_reference_scores_a_plan_by_its_step_on_the_reference_loss(batch):
     """With a reference the gain is <grad l(x_ref), grad l(x_plan)>: the brute force over plan_value agrees,
     a reference equal to the plan's own points gives back Eq. 14's ||grad||^2, and it costs one more pass."""
-    from amata_lib.attacks import pgd
-    from amata_lib.criterion import criterion_c_exact
+    from amata_lib.core.attacks import pgd
+    from amata_lib.study.criterion import criterion_c_exact
     model, (x, y) = linear_model(), batch
     plan, ks, alphas = Plan(3, 0.05), [1, 2, 3, 6], [0.02, 0.1]
     x_ref = pgd(model, x, y, eps=0.2, alpha=0.01, steps=40, random_start=False)

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from amata_lib.criterion_study import RULE, STRATEGIES, mean_c, ordering_holds, run_study, study_settings
-from amata_lib.results import ResultError
+from amata_lib.infra.results import ResultError
+from amata_lib.study.criterion_study import RULE, STRATEGIES, mean_c, ordering_holds, run_study, study_settings
 
 TINY = dict(epochs=1, seeds=(0,), measure_every=1, gammas=(0.0, 1e-3), probe=16, ref_steps=3, k_hi=3,
             alphas=(0.05, 0.1))

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from amata_lib import DatasetUnavailable, load
-from amata_lib import data as data_mod
+from amata_lib import load
+from amata_lib.infra import data as data_mod
+from amata_lib.infra.data import DatasetUnavailable
 
 SHARED_MNIST = Path(os.environ.get("AMATA_MNIST")
                     or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist.npz")

@@ -9,9 +9,11 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import Dataset, TensorDataset
 
-from amata_lib import Constant, DigitsCNN, Maximizer, PGDMaximizer, distributed, load, train
-from amata_lib.attacks import attack_loss, project
-from amata_lib.data import ShardedBatchSampler, batches
+from amata_lib import Constant, DigitsCNN, TrainOptions, load, train
+from amata_lib.core.attacks import attack_loss, project
+from amata_lib.core.maximizers import Maximizer, PGDMaximizer
+from amata_lib.infra import distributed
+from amata_lib.infra.data import ShardedBatchSampler, batches
 
 EPOCHS, BATCH = 3, 128
 
@@ -86,8 +88,8 @@ def test_dataloader_path_matches_tensor_path(digits):
     for ds in (train_set, MapStyle(train_set)):
         torch.manual_seed(0)
         model = DigitsCNN()
-        history = train(model, ds, test_set, epochs=2, eps=0.2, schedule=Constant(2, 0.1, 2), eval_every=2,
-                        device="cpu")
+        history = train(model, ds, test_set, epochs=2, eps=0.2, schedule=Constant(2, 0.1, 2), device="cpu",
+                        options=TrainOptions(eval_every=2))
         runs.append((model, history))
     (a, ha), (b, hb) = runs
     assert [h["train_loss"] for h in ha] == [h["train_loss"] for h in hb]
@@ -100,11 +102,11 @@ def test_channels_last_gives_the_same_training(digits):
         torch.manual_seed(0)
         model = DigitsCNN()
         runs.append(train(model, *digits, epochs=1, eps=0.2, schedule=Constant(2, 0.1, 1), device="cpu",
-                          channels_last=channels_last))
+                          options=TrainOptions(channels_last=channels_last)))
     assert runs[1][-1]["train_loss"] == pytest.approx(runs[0][-1]["train_loss"], rel=1e-4)
     flat = TensorDataset(digits[0].tensors[0].flatten(1), digits[0].tensors[1])
     with pytest.raises(ValueError, match="channels_last"):
-        train(DigitsCNN(), flat, digits[1], epochs=1, eps=0.2, channels_last=True, device="cpu")
+        train(DigitsCNN(), flat, digits[1], epochs=1, eps=0.2, device="cpu", options=TrainOptions(channels_last=True))
 
 
 def test_shards_too_small_for_the_processes_are_refused(digits, monkeypatch):
@@ -147,8 +149,8 @@ class GradientAscent(Maximizer):
 
 
 def _config(epochs=EPOCHS, maximizer=None):
-    return dict(epochs=epochs, eps=0.2, schedule=Constant(3, 0.1, epochs), batch_size=BATCH, eval_every=epochs,
-                maximizer=maximizer or GradientAscent(0.2), eval_subset=200, device="cpu")
+    return dict(schedule=Constant(3, 0.1, epochs), maximizer=maximizer or GradientAscent(0.2), device="cpu",
+                options=TrainOptions(batch_size=BATCH, eval_every=epochs, eval_subset=200))
 
 
 def _pgd_config():
@@ -231,7 +233,7 @@ def test_two_processes_equal_one_process_with_the_global_batch(digits, tmp_path)
 
 def _plus_runs():
     """Free and YOPO at eps = 0: no perturbation, so no random start or sign step makes the ranks differ."""
-    from amata_lib.plus import FreeMaximizer, YOPOMaximizer
+    from amata_lib.methods import FreeMaximizer, YOPOMaximizer
     train_set, test_set = load("digits")
     train_set = TensorDataset(*(t[:259] for t in train_set.tensors))  # minibatches 128, 128 and 3 (2 + 1)
     out = {}
@@ -239,7 +241,7 @@ def _plus_runs():
         torch.manual_seed(0)
         model = DigitsCNN()
         history = train(model, train_set, test_set, epochs=1, eps=0.0, schedule=Constant(2, 0.1, 1),
-                        maximizer=maximizer, batch_size=BATCH, eval_subset=100, device="cpu")
+                        maximizer=maximizer, device="cpu", options=TrainOptions(batch_size=BATCH, eval_subset=100))
         out[name] = (history, model.state_dict())
     return out
 
@@ -248,9 +250,9 @@ def _plus_worker(rank, world, port, out):
     _join(rank, world, port)
     runs = _plus_runs()
     # Free at eps > 0 carries each rank's own perturbation; a resumed run must continue with it
-    from amata_lib.plus import FreeMaximizer
+    from amata_lib.methods import FreeMaximizer
     train_set, test_set = load("digits")
-    args = dict(epochs=3, eps=0.2, schedule=Constant(2, 0.2, 3), batch_size=BATCH, eval_subset=50, device="cpu")
+    args = dict(schedule=Constant(2, 0.2, 3), device="cpu", options=TrainOptions(batch_size=BATCH, eval_subset=50))
     finals = []
     for ckpt, callback in ((None, None), (out / "free.pt", _stop_at_two), (out / "free.pt", None)):
         torch.manual_seed(0)

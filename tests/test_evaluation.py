@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from amata_lib import accuracy, cw_accuracy, pgd_accuracy, time_to_target
+from amata_lib.core.evaluation import accuracy, cw_accuracy, pgd_accuracy
+from amata_lib.core.history import time_to_target
 
 
 def test_restarts_only_lower_accuracy(pgd_model, digits):
@@ -82,8 +83,8 @@ def test_bump_model_is_what_the_test_needs():
 
 
 def test_a_middle_iterate_that_fools_breaks_the_example():
-    from amata_lib.attacks import pgd, pgd_start
-    from amata_lib.evaluation import pgd_broken
+    from amata_lib.core.attacks import pgd, pgd_start
+    from amata_lib.core.evaluation import pgd_broken
 
     model = Bump()
     x, y = torch.full((64, 1, 1, 1), 0.4), torch.zeros(64, dtype=torch.long)  # clean: correct
@@ -106,7 +107,7 @@ def test_a_middle_iterate_that_fools_breaks_the_example():
 
 
 def test_checking_every_iterate_costs_one_forward_beyond_the_gradient_passes():
-    from amata_lib.evaluation import pgd_broken
+    from amata_lib.core.evaluation import pgd_broken
 
     model = Bump()
     x, y = torch.full((8, 1, 1, 1), 0.1), torch.zeros(8, dtype=torch.long)  # far from the band: never fooled
@@ -118,15 +119,15 @@ def test_checking_every_iterate_costs_one_forward_beyond_the_gradient_passes():
 
 
 def test_frozen_iterates_keep_their_point_and_earlier_iterates_stay_valid():
-    from amata_lib.attacks import pgd_iterates
+    from amata_lib.core.attacks import AttackerStep, pgd_iterates
 
     model = Bump()
     x, y = torch.tensor([0.41, 0.3]).reshape(2, 1, 1, 1), torch.zeros(2, dtype=torch.long)
 
-    def stop(logits, rows):
-        return (logits.argmax(1) != 0) & (rows == 0)
+    def stop(it):
+        return (it.logits.argmax(1) != 0) & (it.rows == 0)
 
-    its = list(pgd_iterates(model, x, y, x.clone(), eps=0.2, alpha=0.02, steps=6, stop=stop))
+    its = list(pgd_iterates(model, x, y, x.clone(), step=AttackerStep(0.2, 0.02), steps=6, stop=stop))
     first = [float(it[0]) for it in its]
     second = [float(it[1]) for it in its]
     assert second == pytest.approx([0.3 + 0.02 * (k + 1) for k in range(6)])  # never frozen, distinct tensors
@@ -134,7 +135,7 @@ def test_frozen_iterates_keep_their_point_and_earlier_iterates_stay_valid():
 
 
 def test_any_iterate_rule_is_never_weaker_than_the_last_iterate(pgd_model, digits):
-    from amata_lib.attacks import pgd
+    from amata_lib.core.attacks import pgd
 
     model, _ = pgd_model
     x, y = digits[1].tensors

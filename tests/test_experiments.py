@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from amata_lib.cli import main
-from amata_lib.errors import UserError
+from amata_lib.core.maximizers import FATMaximizer, FOSCMaximizer, PGDMaximizer
 from amata_lib.experiments import (
     CONFIG_DIR,
     ConfigError,
@@ -27,7 +27,7 @@ from amata_lib.experiments import (
     summary,
     with_overrides,
 )
-from amata_lib.maximizers import FATMaximizer, FOSCMaximizer, PGDMaximizer
+from amata_lib.infra.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ["experiment", "digits-smoke", "--runs", "pgd-5,amata-2-5", "--epochs", "3", "--train-subset", "400",
@@ -238,7 +238,7 @@ def test_kill_9_resume_skip_and_stored_result(tmp_path, monkeypatch, capsys):
 
 
 def test_plus_configs_pair_each_method_with_its_amata_change():
-    from amata_lib.plus import ATTAMaximizer, FastMaximizer, FreeMaximizer, YOPOMaximizer
+    from amata_lib.methods import ATTAMaximizer, FastMaximizer, FreeMaximizer, YOPOMaximizer
     for name, eps in (("mnist-plus", 0.3), ("digits-plus", 0.2)):
         cfg = load_config(name)
         assert cfg["eps"] == eps
@@ -304,8 +304,8 @@ def test_plus_experiment_runs_and_records_overfitting_checks(tmp_path, monkeypat
 
 
 def test_report_table_lists_every_run_with_its_overfitting_flag():
+    from amata_lib.core.history import overfitting_epochs
     from amata_lib.experiments import report_table
-    from amata_lib.history import overfitting_epochs
 
     def run(name, fgsm):
         history = [{"epoch": e, "time": e, "passes": 10 * e, "robust_acc": 0.5 if e < 3 else 0.05,
@@ -327,7 +327,7 @@ def test_results_live_in_one_folder_per_experiment_and_the_old_layout_is_named(t
     import shutil
 
     from amata_lib.experiments import experiment_runs
-    from amata_lib.results import ResultError, load_run
+    from amata_lib.infra.results import ResultError, load_run
 
     stored = ROOT / "data" / "results" / "digits-verdict"
     old = tmp_path / "res"
@@ -354,7 +354,8 @@ def test_results_live_in_one_folder_per_experiment_and_the_old_layout_is_named(t
 def test_a_verdict_grade_experiment_refuses_uncommitted_library_code(tmp_path, monkeypatch):
     """With amata_lib/ modified, an experiment that carries a verdict is refused before any work, unless
     allow_dirty; then its results say so in their provenance."""
-    from amata_lib import experiments, results
+    from amata_lib import experiments
+    from amata_lib.infra import results
 
     dirty = {"git_commit": "0" * 40, "library_sha256": "1" * 64, "library_dirty": True}
     monkeypatch.setattr(experiments, "library_state", lambda: dirty)
@@ -371,7 +372,7 @@ def test_a_verdict_grade_experiment_refuses_uncommitted_library_code(tmp_path, m
 
 def test_library_state_hashes_the_package_source_only(tmp_path):
     """The hash covers amata_lib's .py and .json files and nothing else; it changes with one byte of them."""
-    from amata_lib.results import library_sha256
+    from amata_lib.infra.results import library_sha256
 
     lib = tmp_path / "amata_lib"
     shutil_copy = __import__("shutil").copytree
@@ -381,5 +382,5 @@ def test_library_state_hashes_the_package_source_only(tmp_path):
     (lib / "__pycache__").mkdir(exist_ok=True)
     (lib / "__pycache__" / "x.json").write_text("{}")
     assert library_sha256(lib) == library_sha256(ROOT / "amata_lib")
-    (lib / "schedules.py").write_text((lib / "schedules.py").read_text() + "\n")
+    (lib / "core" / "schedules.py").write_text((lib / "core" / "schedules.py").read_text() + "\n")
     assert library_sha256(lib) != library_sha256(ROOT / "amata_lib")

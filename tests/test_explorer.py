@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from amata_lib import Amata, Constant, Exponential, FromFunction, Plan, Step, relative_cost  # noqa: E402
-from amata_lib.explorer import (  # noqa: E402
+from amata_lib import Amata, Constant, Exponential, FromFunction, Plan, Step  # noqa: E402
+from amata_lib.book.explorer import (  # noqa: E402
     SHAPES,
     SLIDER_RANGES,
     STATIC_SHAPES,
@@ -19,6 +19,7 @@ from amata_lib.explorer import (  # noqa: E402
     schedule_explorer,
     static_explorer_html,
 )
+from amata_lib.core.schedules import relative_cost  # noqa: E402
 
 
 @pytest.mark.parametrize("shape, cls", [("constant", Constant), ("linear", Amata),

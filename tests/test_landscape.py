@@ -5,9 +5,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from amata_lib import Constant, DigitsCNN, fgsm, pgd, train
-from amata_lib.attacks import _input_grad
-from amata_lib.landscape import (
+from amata_lib import Constant, DigitsCNN, TrainOptions, fgsm, pgd, train
+from amata_lib.core.attacks import input_grad
+from amata_lib.study.landscape import (
     Plane,
     directional_curvature,
     loss_grid,
@@ -47,7 +47,7 @@ def test_plane_axes_orthogonal_equal_length_and_u_is_the_fgsm_step(erm_model, on
     gram = (basis / basis.norm(dim=0)).T @ (basis / basis.norm(dim=0))
     assert torch.allclose(gram, torch.eye(2, dtype=torch.float64), atol=1e-6)
     # u is eps * sign(g) wherever that step stays inside [0, 1], and never larger than eps
-    g = _input_grad(model, x, y, "ce")
+    g = input_grad(model, x, y, "ce")
     inside = ((x + EPS * g.sign()) >= 0) & ((x + EPS * g.sign()) <= 1)
     assert inside.any() and (~inside).any()  # digits have saturated pixels: both cases are exercised
     assert torch.allclose(p.u[inside], EPS * g.sign()[inside])
@@ -149,8 +149,8 @@ def test_hvp_curvature_matches_finite_differences():
     y = torch.arange(8) % 3
     d = torch.randn_like(x)
     h = 1e-5
-    g_plus = _input_grad(model, x + h * d, y, "ce")
-    g_minus = _input_grad(model, x - h * d, y, "ce")
+    g_plus = input_grad(model, x + h * d, y, "ce")
+    g_minus = input_grad(model, x - h * d, y, "ce")
     fd = ((g_plus - g_minus) * d).flatten(1).sum(1) / (2 * h * d.flatten(1).pow(2).sum(1))
     hvp = directional_curvature(model, x, y, d)
     assert torch.allclose(hvp, fd, rtol=1e-6, atol=1e-9)
@@ -171,7 +171,7 @@ def test_steepness_grad_norm_is_first_order_gain_of_a_small_sign_step():
     y = torch.arange(8) % 3
     s = steepness(model, x, y)
     alpha = 1e-6
-    g = _input_grad(model, x, y, "ce")
+    g = input_grad(model, x, y, "ce")
     with torch.no_grad():
         gain = (F.cross_entropy(model(x + alpha * g.sign()), y, reduction="none")
                 - F.cross_entropy(model(x), y, reduction="none")) / alpha
@@ -202,8 +202,8 @@ def test_snapshot_callback_keeps_independent_copies_of_chosen_epochs(digits):
     torch.manual_seed(0)
     model = DigitsCNN()
     small = TensorDataset(*(t[:256] for t in digits[0].tensors))
-    train(model, small, digits[1], epochs=3, eps=EPS, schedule=Constant(1, 0.2, 3), eval_every=3,
-          eval_subset=32, callback=callback)
+    train(model, small, digits[1], epochs=3, eps=EPS, schedule=Constant(1, 0.2, 3), callback=callback,
+          options=TrainOptions(eval_every=3, eval_subset=32))
     assert sorted(states) == [1, 3]
     assert torch.equal(states[3]["fc2.weight"], model.state_dict()["fc2.weight"])
     assert not torch.equal(states[1]["fc2.weight"], states[3]["fc2.weight"])

@@ -3,10 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from amata_lib import Constant, DigitsCNN, Plan, pgd, train
-from amata_lib.attacks import fosc
-from amata_lib.maximizers import Clean, FATMaximizer, FOSCMaximizer, PGDMaximizer
-from amata_lib.registry import MAXIMIZERS, build_maximizer
+from amata_lib import Constant, DigitsCNN, Plan, TrainOptions, pgd, train
+from amata_lib.core.attacks import fosc
+from amata_lib.core.maximizers import Clean, FATMaximizer, FOSCMaximizer, PGDMaximizer
+from amata_lib.methods import MAXIMIZERS, build_maximizer
 
 EPS = 0.2
 
@@ -250,15 +250,15 @@ def test_trainer_calls_start_epoch_and_sums_fractional_passes(digits):
     torch.manual_seed(0)
     model = DigitsCNN()
     m = FOSCMaximizer(EPS, c_max=0.5, t_prime_fraction=0.8)
-    history = train(model, train_set, test_set, epochs=2, eps=EPS, schedule=Constant(5, 0.05, 2),
-                    maximizer=m, eval_every=2, eval_subset=64)
+    history = train(model, train_set, test_set, epochs=2, eps=EPS, schedule=Constant(5, 0.05, 2), maximizer=m,
+                    options=TrainOptions(eval_every=2, eval_subset=64))
     assert m.c_t == pytest.approx(0.5 - 0.5 / 1.6)
     # 11 minibatches of 128 per epoch: each costs the update plus 1 to 5 attack passes
     assert 2 * 11 * 2 <= history[-1]["passes"] < 2 * 11 * 6
 
 
 def test_registry_builds_every_name():
-    assert set(MAXIMIZERS) == {"clean", "pgd", "fosc", "fat", "free", "fast", "yopo", "atta"}
+    assert set(MAXIMIZERS) == {"clean", "pgd", "fosc", "fat", "free", "fast", "yopo", "atta", "n-fgsm"}
     assert isinstance(build_maximizer("clean", EPS), Clean)
     assert isinstance(build_maximizer("pgd", EPS, random_start=False), PGDMaximizer)
     fosc_m = build_maximizer("fosc", EPS, c_max=0.3, t_prime_fraction=0.5)

@@ -4,10 +4,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Subset, TensorDataset
 
-from amata_lib import Amata, Constant, DigitsCNN, Plan, build_maximizer, train
-from amata_lib.attacks import _input_grad, pgd
-from amata_lib.history import catastrophic_overfitting
-from amata_lib.plus import ATTAMaximizer, FastMaximizer, FreeMaximizer, YOPOMaximizer
+from amata_lib import Amata, Constant, DigitsCNN, Plan, TrainOptions, train
+from amata_lib.core.attacks import input_grad, pgd
+from amata_lib.core.history import catastrophic_overfitting
+from amata_lib.methods import ATTAMaximizer, FastMaximizer, FreeMaximizer, YOPOMaximizer, build_maximizer
 
 EPS = 0.2
 
@@ -73,7 +73,7 @@ def test_fast_weak_start_is_fixed_and_random_start_is_not():
     a, b = fast(model, x, y, plan), fast(model, x, y, plan)
     assert torch.equal(a, b)
     start = (x + 0.5 * EPS).clamp(0, 1)
-    expected = torch.min(torch.max(start + 1.25 * EPS * _input_grad(model, start, y, "ce").sign(), x - EPS),
+    expected = torch.min(torch.max(start + 1.25 * EPS * input_grad(model, start, y, "ce").sign(), x - EPS),
                          x + EPS).clamp(0, 1)
     assert torch.allclose(a, expected)
     fast.start_epoch(2, 4)  # 2 >= 0.5 * 4: random start from now on
@@ -242,11 +242,11 @@ def test_yopo_first_layer_gradient_is_the_chain_rule_input_gradient():
     handle.remove()
     g = captured[0].grad
     yopo = YOPOMaximizer(EPS, layer="relu1")
-    full = _input_grad(model, x + delta, y, "ce")
+    full = input_grad(model, x + delta, y, "ce")
     assert torch.allclose(yopo.cheap_grad(model, x, delta, g), full, atol=1e-6)
     # with g held fixed, a moved delta gives a different (stale) gradient, as YOPO intends
     moved = yopo.cheap_grad(model, x, delta + 0.1, g)
-    assert not torch.allclose(moved, _input_grad(model, x + delta + 0.1, y, "ce"), atol=1e-6)
+    assert not torch.allclose(moved, input_grad(model, x + delta + 0.1, y, "ce"), atol=1e-6)
     # full_pass gives the same input gradient and g, without touching the parameters' .grad
     model.zero_grad(set_to_none=True)
     grad_x, g_pass = yopo.full_pass(model, x, y, delta)
@@ -284,7 +284,8 @@ def test_trainer_pass_accounting(digits, name, schedule, per_batch):
     kwargs = {"n": 2} if name == "yopo" else {}
     torch.manual_seed(0)
     history = train(DigitsCNN(), train_set, test_set, epochs=2, eps=EPS, schedule=schedule,
-                    maximizer=build_maximizer(name, EPS, **kwargs), batch_size=100, eval_every=2)
+                    maximizer=build_maximizer(name, EPS, **kwargs),
+                    options=TrainOptions(batch_size=100, eval_every=2))
     n_batches = 3
     assert [h["passes"] for h in history] == [n_batches * per_batch[0], n_batches * sum(per_batch)]
     assert all(h["train_loss"] > 0 for h in history)
@@ -301,8 +302,8 @@ def test_carried_state_survives_a_resume(digits, tmp_path, name, schedule):
         torch.manual_seed(1)
         model = DigitsCNN()
         maximizer = build_maximizer(name, EPS)
-        history = train(model, train_set, test_set, epochs=3, eps=EPS, schedule=schedule, maximizer=maximizer,
-                        batch_size=64, seed=1, checkpoint=ckpt, callback=callback)
+        history = train(model, train_set, test_set, epochs=3, eps=EPS, schedule=schedule, maximizer=maximizer, seed=1,
+                        checkpoint=ckpt, callback=callback, options=TrainOptions(batch_size=64))
         return model, maximizer, history
 
     ref_model, ref_max, ref = run()
@@ -331,7 +332,7 @@ def test_maximizer_without_schedule_is_an_error(digits):
 def test_overfitting_detection_adds_its_fields_to_the_history(digits):  # the rule itself: next test
     torch.manual_seed(0)
     history = train(DigitsCNN(), *_small(digits), epochs=2, eps=EPS, schedule=Constant(1, 0.25, 2),
-                    maximizer=FastMaximizer(EPS), eval_every=2, detect_overfitting=True)
+                    maximizer=FastMaximizer(EPS), options=TrainOptions(eval_every=2, detect_overfitting=True))
     assert history[0]["fgsm_acc"] is None and history[0]["catastrophic_overfitting"] is None
     assert 0 <= history[1]["fgsm_acc"] <= 1 and history[1]["catastrophic_overfitting"] is False
 
@@ -358,7 +359,7 @@ def test_the_stored_mnist_fast_runs_are_flagged():
     """The reduced MNIST Fast runs (data/results) lost to PGD from the first epochs; the gap rule sees it."""
     from pathlib import Path
 
-    from amata_lib import load_run
+    from amata_lib.infra.results import load_run
     folder = Path(__file__).resolve().parents[1] / "data" / "results" / "mnist-plus-reduced" / "seed0"
     for name in ("fast", "amata-fast"):
         history = load_run(folder / f"{name}.json")["history"]
@@ -387,7 +388,7 @@ def test_bad_plus_arguments(name, kwargs, field):
 
 def _signed_step(model, x_start, x, y, alpha):
     """The expected result of one signed ascent step of the summed cross-entropy from ``x_start``."""
-    return torch.min(torch.max(x_start + alpha * _input_grad(model, x_start, y, "ce").sign(), x - EPS),
+    return torch.min(torch.max(x_start + alpha * input_grad(model, x_start, y, "ce").sign(), x - EPS),
                      x + EPS).clamp(0, 1)
 
 
@@ -398,7 +399,7 @@ def test_free_steps_delta_up_the_loss():
     x, y = _batch()
     free = FreeMaximizer(EPS)
     free.step(model, model, opt, x, y, Plan(1, 0.05))
-    assert torch.equal(free.delta, (0.05 * _input_grad(model, x, y, "ce").sign()).clamp(-EPS, EPS))
+    assert torch.equal(free.delta, (0.05 * input_grad(model, x, y, "ce").sign()).clamp(-EPS, EPS))
 
 
 def test_fast_and_atta_step_up_the_loss():
@@ -442,14 +443,14 @@ def test_yopo_cheap_steps_go_up_the_loss():
     ("atta", Constant(2, 0.05, 2), {}),
 ])
 def test_history_passes_equal_the_passes_computed(digits, monkeypatch, name, schedule, kwargs):
-    import amata_lib.training as training
+    import amata_lib.core.training as training
     monkeypatch.setattr(training, "_evaluate", lambda *a, with_fgsm=False, **k: [0.0] * (3 if with_fgsm else 2))
     train_set, test_set = _small(digits, n=250)  # minibatches of 100, 100, 50
     torch.manual_seed(0)
     model = DigitsCNN()
     counter = Counter(model)
-    history = train(model, train_set, test_set, epochs=2, eps=EPS, schedule=schedule, batch_size=100,
-                    maximizer=build_maximizer(name, EPS, **kwargs))
+    history = train(model, train_set, test_set, epochs=2, eps=EPS, schedule=schedule,
+                    maximizer=build_maximizer(name, EPS, **kwargs), options=TrainOptions(batch_size=100))
     # train() first checks the model against the data with one forward pass of one example (no backward)
     assert counter.full_fwd - 1 == counter.full_bwd == history[-1]["passes"]
     if name == "yopo":
@@ -477,7 +478,7 @@ def test_more_bad_plus_arguments(digits, tmp_path):
             *[PreActResNet18()] * 2, torch.optim.SGD(PreActResNet18().parameters(), lr=0.1),
             torch.rand(2, 3, 32, 32), torch.tensor([0, 1]), Plan(2, 0.01))
     with pytest.raises(ValueError, match="detect_overfitting must be True or False"):
-        train(DigitsCNN(), *_small(digits), epochs=1, eps=EPS, detect_overfitting="yes")
+        train(DigitsCNN(), *_small(digits), epochs=1, eps=EPS, options=TrainOptions(detect_overfitting="yes"))
     ckpt = tmp_path / "atta.pt"
     train(DigitsCNN(), *_small(digits), epochs=1, eps=EPS, schedule=Constant(1, 0.05, 2), checkpoint=ckpt,
           maximizer=ATTAMaximizer(EPS))
@@ -491,7 +492,7 @@ def test_more_bad_plus_arguments(digits, tmp_path):
 
 def test_nfgsm_is_their_train_py_step_on_a_tiny_example():
     """noise U(-2 eps, 2 eps) clipped into [0, 1], one signed step of alpha from there, no projection to the ball."""
-    from amata_lib.plus import NFGSMMaximizer
+    from amata_lib.methods import NFGSMMaximizer
 
     torch.manual_seed(0)
     model = DigitsCNN().eval()
@@ -503,7 +504,7 @@ def test_nfgsm_is_their_train_py_step_on_a_tiny_example():
     assert counter.full_fwd == counter.full_bwd == 1 and maximizer.passes(Plan(1, EPS)) == 1
     torch.manual_seed(5)  # the same noise, by hand
     start = (x + torch.empty_like(x).uniform_(-2 * EPS, 2 * EPS)).clamp(0, 1)
-    want = (start + EPS * _input_grad(model, start, y, "ce").sign()).clamp(0, 1)
+    want = (start + EPS * input_grad(model, start, y, "ce").sign()).clamp(0, 1)
     assert torch.equal(x_adv, want)
     assert (x_adv - x).abs().max() > EPS + 0.05  # not projected back: it leaves the ball
     assert x_adv.min() >= 0 and x_adv.max() <= 1
@@ -513,7 +514,7 @@ def test_nfgsm_is_their_train_py_step_on_a_tiny_example():
 
 
 def test_nfgsm_by_name_in_configs_and_its_bad_arguments():
-    from amata_lib.plus import NFGSMMaximizer
+    from amata_lib.methods import NFGSMMaximizer
 
     m = build_maximizer("n-fgsm", EPS, noise=1.0)
     assert isinstance(m, NFGSMMaximizer) and m.settings() == {"name": "n-fgsm", "eps": EPS, "noise": 1.0,

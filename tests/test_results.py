@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from amata_lib import ResultError, load_run, save_run
+from amata_lib.infra.results import ResultError, load_run, save_run
 
 HISTORY = [{"epoch": 1, "time": 0.5, "passes": 33, "clean_acc": 0.9, "robust_acc": float("nan")}]
 

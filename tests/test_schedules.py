@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from amata_lib import Amata, Constant, Exponential, FromFunction, Plan, Step, relative_cost
+from amata_lib import Amata, Constant, Exponential, FromFunction, Plan, Step
+from amata_lib.core.schedules import relative_cost
 
 
 def test_amata_matches_algorithm_1():

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from amata_lib import Amata, Constant, DigitsCNN, pgd, train
-from amata_lib.training import make_lr_schedule, select_device
+from amata_lib import Amata, Constant, DigitsCNN, TrainOptions, pgd, train
+from amata_lib.core.maximizers import PGDMaximizer
+from amata_lib.core.training import make_lr_schedule, select_device
 
 
 def test_erm_is_not_robust(erm_model):
@@ -23,7 +24,8 @@ def test_adversarial_training_lifts_robust_accuracy(erm_model, pgd_model):
 def test_history_counts_passes_and_plans(digits):
     torch.manual_seed(0)
     schedule = Amata(1, 4, 0.5, 4)
-    history = train(DigitsCNN(), *digits, epochs=4, eps=0.2, schedule=schedule, batch_size=256, eval_every=2)
+    history = train(DigitsCNN(), *digits, epochs=4, eps=0.2, schedule=schedule,
+                    options=TrainOptions(batch_size=256, eval_every=2))
     n_batches = -(-len(digits[0]) // 256)
     expected, total = [], 0
     for t in range(4):
@@ -37,7 +39,7 @@ def test_history_counts_passes_and_plans(digits):
 
 
 def test_erm_costs_one_pass_per_batch(digits):
-    history = train(DigitsCNN(), *digits, epochs=2, eps=0.2, batch_size=500, eval_every=2)
+    history = train(DigitsCNN(), *digits, epochs=2, eps=0.2, options=TrainOptions(batch_size=500, eval_every=2))
     assert [h["passes"] for h in history] == [3, 6]
     assert history[0]["steps"] == 0
 
@@ -49,7 +51,7 @@ def test_callback_can_stop(digits):
         seen.append(rec["epoch"])
         return rec["epoch"] == 2
 
-    history = train(DigitsCNN(), *digits, epochs=5, eps=0.2, callback=cb, eval_every=5)
+    history = train(DigitsCNN(), *digits, epochs=5, eps=0.2, callback=cb, options=TrainOptions(eval_every=5))
     assert seen == [1, 2] and len(history) == 2 and history[-1]["stopped"]
 
 
@@ -82,22 +84,39 @@ def test_interrupted_run_resumes_to_same_result(digits, tmp_path):
 
 def test_evaluation_does_not_change_trajectory(digits):
     torch.manual_seed(0)
-    a = train(DigitsCNN(), *digits, epochs=2, eps=0.2, schedule=Constant(2, 0.1, 2), eval_every=1)
+    a = train(DigitsCNN(), *digits, epochs=2, eps=0.2, schedule=Constant(2, 0.1, 2),
+              options=TrainOptions(eval_every=1))
     torch.manual_seed(0)
-    b = train(DigitsCNN(), *digits, epochs=2, eps=0.2, schedule=Constant(2, 0.1, 2), eval_every=2)
+    b = train(DigitsCNN(), *digits, epochs=2, eps=0.2, schedule=Constant(2, 0.1, 2),
+              options=TrainOptions(eval_every=2))
     assert a[-1]["train_loss"] == b[-1]["train_loss"] and a[-1]["robust_acc"] == b[-1]["robust_acc"]
 
 
 @pytest.mark.parametrize("kwargs, name", [
-    (dict(epochs=0), "epochs"), (dict(eps=-1.0), "eps"), (dict(lr=0.0), "lr"),
-    (dict(batch_size=0), "batch_size"), (dict(optimizer="rmsprop"), "optimizer"),
-    (dict(lr_schedule="linear"), "lr_schedule"),
+    (dict(epochs=0), "epochs"), (dict(eps=-1.0), "eps"), (dict(options=TrainOptions(lr=0.0)), "lr"),
+    (dict(options=TrainOptions(batch_size=0)), "batch_size"),
+    (dict(options=TrainOptions(optimizer="rmsprop")), "optimizer"),
+    (dict(options=TrainOptions(lr_schedule="linear")), "lr_schedule"),
     (dict(schedule=Constant(2, 0.1, 1)), "schedule covers"), (dict(device="gpu0"), "device"),
+    (dict(options={"lr": 0.1}), "options must be a TrainOptions"),
+    (dict(eps=None), "eps .* is needed"), (dict(epochs=None), "epochs is needed for ERM"),
+    (dict(schedule=Constant(2, 0.1, 2), maximizer=PGDMaximizer(0.1)), "give eps once"),
 ])
 def test_bad_training_arguments(digits, kwargs, name):
     args = dict(epochs=2, eps=0.2) | kwargs
     with pytest.raises(ValueError, match=name):
         train(DigitsCNN(), *digits, **args)
+
+
+def test_eps_and_epochs_come_from_the_maximizer_and_the_schedule(digits):
+    """Given once: the maximizer's radius is the robust test's, the schedule's length the run's."""
+    torch.manual_seed(0)
+    a = train(DigitsCNN(), *digits, schedule=Constant(2, 0.1, 2), maximizer=PGDMaximizer(0.2),
+              options=TrainOptions(eval_subset=50))
+    torch.manual_seed(0)
+    b = train(DigitsCNN(), *digits, schedule=Constant(2, 0.1, 2), eps=0.2, epochs=2,
+              options=TrainOptions(eval_subset=50))
+    assert len(a) == 2 and a == [dict(r, epoch_time=s["epoch_time"], time=s["time"]) for r, s in zip(b, a)]
 
 
 def test_select_device_auto_is_cpu_without_accelerator():
@@ -129,8 +148,8 @@ def test_cyclic_run_resumes_to_the_same_result(digits, tmp_path):
     def run(ckpt=None, callback=None):
         torch.manual_seed(3)
         model = DigitsCNN()
-        history = train(model, *digits, epochs=3, eps=0.2, schedule=Constant(1, 0.1, 3), lr_schedule="cyclic",
-                        checkpoint=ckpt, callback=callback, eval_every=3)
+        history = train(model, *digits, epochs=3, eps=0.2, schedule=Constant(1, 0.1, 3), checkpoint=ckpt,
+                        callback=callback, options=TrainOptions(lr_schedule="cyclic", eval_every=3))
         return model, history
 
     ref_model, ref = run()
@@ -151,7 +170,7 @@ def test_cyclic_run_resumes_to_the_same_result(digits, tmp_path):
 def test_early_stop_rolls_back_to_the_previous_epochs_weights(digits):
     """Wong et al.'s CIFAR10/train_fgsm.py --early-stop: a drop of more than 0.2 stops and keeps the weights
     saved after the previous epoch."""
-    from amata_lib.plus import EarlyStopRollback
+    from amata_lib.methods import EarlyStopRollback
 
     class Scripted(EarlyStopRollback):
         accs = [0.5, 0.6, 0.35]
@@ -164,8 +183,8 @@ def test_early_stop_rolls_back_to_the_previous_epochs_weights(digits):
     x, y = digits[0].tensors[0][:64], digits[0].tensors[1][:64]
     torch.manual_seed(0)
     model = DigitsCNN()
-    history = train(model, *digits, epochs=5, eps=0.2, schedule=Constant(1, 0.1, 5), eval_every=5,
-                    callback=Scripted(x, y, eps=0.2))
+    history = train(model, *digits, epochs=5, eps=0.2, schedule=Constant(1, 0.1, 5), callback=Scripted(x, y, eps=0.2),
+                    options=TrainOptions(eval_every=5))
     assert len(history) == 3 and history[-1]["stopped"] and history[-1]["rolled_back"]
     assert [r["early_stop_acc"] for r in history] == [0.5, 0.6, 0.35]
     for k, v in model.state_dict().items():
@@ -173,7 +192,7 @@ def test_early_stop_rolls_back_to_the_previous_epochs_weights(digits):
 
 
 def test_early_stop_measures_pgd_on_the_fixed_batch_without_touching_the_trajectory(erm_model):
-    from amata_lib.plus import EarlyStopRollback
+    from amata_lib.methods import EarlyStopRollback
 
     model, _ = erm_model
     x, y = torch.rand(32, 1, 8, 8), torch.randint(0, 10, (32,))
@@ -196,8 +215,8 @@ def test_bf16_autocast_on_the_cpu_trains_within_tolerance_of_fp32(digits):
     runs = {}
     for amp in (False, True):
         torch.manual_seed(0)
-        runs[amp] = train(DigitsCNN(), *digits, epochs=8, eps=0.2, schedule=Constant(3, 0.1, 8), amp=amp,
-                          device="cpu", eval_steps=10, eval_subset=200)
+        runs[amp] = train(DigitsCNN(), *digits, epochs=8, eps=0.2, schedule=Constant(3, 0.1, 8), device="cpu",
+                          options=TrainOptions(amp=amp, eval_steps=10, eval_subset=200))
     fp32, bf16 = runs[False][-1], runs[True][-1]
     assert fp32["train_loss"] != bf16["train_loss"]
     assert abs(fp32["robust_acc"] - bf16["robust_acc"]) <= 0.06

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from amata_lib import load_run
 from amata_lib.cli import main
+from amata_lib.infra.results import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--method", "pgd", "--k", "2", "--epochs", "2", "--train-subset", "200", "--eval-subset", "50",

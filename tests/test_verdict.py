@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from amata_lib import models
-from amata_lib.data import load
-from amata_lib.errors import UserError
-from amata_lib.experiments import CONFIG_DIR, ConfigError, _warmup, experiment_verdict, load_config
-from amata_lib.verdict import (
+from amata_lib.core import models
+from amata_lib.experiments import CONFIG_DIR, ConfigError, experiment_verdict, load_config, row_spec
+from amata_lib.infra.data import load
+from amata_lib.infra.errors import UserError
+from amata_lib.study.verdict import (
     ProtocolSpec,
     bootstrap_interval,
     cost_to_target,
@@ -155,16 +155,22 @@ def test_shipped_protocols_fix_their_rules_before_any_run():
 
 
 def test_warmup_is_the_same_for_every_row_of_a_seed():
-    """Every row of a seed starts from the same weights after the shared clean warm-up."""
+    """Every row of a seed starts from the same weights after the shared clean warm-up: ERM at a constant rate."""
+    from amata_lib import TrainOptions, train
+
     train_set, test_set = load("digits")
     cfg = dict(load_config("digits-verdict"), warmup={"epochs": 1})
+    specs = [row_spec(cfg, row) for row in cfg["runs"][:2]]
+    clean = [s.warmup_spec() for s in specs]
+    assert clean[0].model_copy(update={"run": clean[1].run}) == clean[1] and clean[0].run.method == "erm"
+    assert clean[0].epochs == 1 and clean[0].lr_schedule == "constant" and clean[0].warmup is None
     states = []
-    for _ in range(2):
-        torch.manual_seed(0)
-        model = models.build("digits_cnn")
-        cost = _warmup(model, cfg, (train_set, test_set), torch.device("cpu"), None, "row")
+    for c in clean:
+        torch.manual_seed(c.seed)
+        model = models.build(c.model)
+        history = train(model, train_set, test_set, eps=c.eps, epochs=c.epochs, options=c.options(), seed=c.seed)
         states.append({k: v.clone() for k, v in model.state_dict().items()})
-    assert cost["epochs"] == 1 and cost["passes"] == int(np.ceil(len(train_set) / cfg["batch_size"]))
+        assert isinstance(c.options(), TrainOptions) and history[-1]["passes"] == int(np.ceil(len(train_set) / 128))
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     torch.manual_seed(0)
     assert not torch.equal(models.build("digits_cnn").conv1.weight, states[0]["conv1.weight"])  # it trained
@@ -224,12 +230,14 @@ def test_estimate_from_the_command_line(tmp_path):
 
 
 def test_autoattack_standard_only_for_the_protocols_seeds(monkeypatch):
-    import amata_lib.experiments as ex
+    import amata_lib.spec as spec
     seen = []
-    monkeypatch.setattr(ex, "robustness_report", lambda *a, **k: seen.append(
+    monkeypatch.setattr(spec, "robustness_report", lambda *a, **k: seen.append(
         (k["autoattack_version"], k["autoattack_attacks"])) or {})
     cfg = load_config("digits-verdict")
-    reports = [ex.final_report(None, list(range(10)), dict(cfg, seed=seed)) for seed in (0, 1)]
+    standard = cfg["protocol"]["autoattack_standard_seeds"]
+    reports = [spec.report(row_spec(dict(cfg, seed=seed), cfg["runs"][0]), None, list(range(10)),
+                           standard_autoattack=seed in standard) for seed in (0, 1)]
     assert seen == [("standard", None), ("custom", ["apgd-ce", "apgd-dlr"])]
     assert [r["autoattack_attacks"] for r in reports] == ["standard", ["apgd-ce", "apgd-dlr"]]
 

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from amata_lib.viz import show_adversarial_grid  # noqa: E402
+from amata_lib.book.viz import show_adversarial_grid  # noqa: E402
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_bad_input_raises_value_error(grid_inputs, change, message):
     ("free", {"m": 4}, 4, 4), ("yopo", {"m": 5, "n": 10}, 5, 1),
 ])
 def test_inner_loop_events_count_each_methods_passes(method, params, full, steps):
-    from amata_lib.viz import inner_loop_events
+    from amata_lib.book.viz import inner_loop_events
     events = inner_loop_events(method, **params)
     assert sum(kind != "layer" for kind, _ in events) == full
     assert sum(step for _, step in events) == steps and events[-1][1]
@@ -90,7 +90,7 @@ def test_inner_loop_events_count_each_methods_passes(method, params, full, steps
 
 
 def test_plot_inner_loops_draws_one_bar_per_pass():
-    from amata_lib.viz import inner_loop_events, plot_inner_loops
+    from amata_lib.book.viz import inner_loop_events, plot_inner_loops
     rows = {"PGD-3": inner_loop_events("pgd", k=3), "Free-2": inner_loop_events("free", m=2)}
     fig = plot_inner_loops(rows, title="t")
     ax = fig.axes[0]
@@ -105,8 +105,8 @@ def test_plot_inner_loops_draws_one_bar_per_pass():
 
 
 def test_plot_protocol_draws_every_row_and_the_target():
-    from amata_lib.verdict import verdict
-    from amata_lib.viz import plot_protocol
+    from amata_lib.book.viz import plot_protocol
+    from amata_lib.study.verdict import verdict
 
     def run(accs, per_epoch, steps):
         return {"history": [{"epoch": i + 1, "steps": steps, "robust_acc": a, "passes": per_epoch * (i + 1),
@@ -125,7 +125,7 @@ def test_plot_protocol_draws_every_row_and_the_target():
 
 
 def test_plot_at_a_glance_draws_schedule_cost_and_result_of_stored_runs():
-    from amata_lib.viz import plot_at_a_glance
+    from amata_lib.book.viz import plot_at_a_glance
 
     def run(steps):
         return {"history": [{"epoch": i + 1, "steps": k, "alpha": 0.5 / k, "passes": 100 * (i + 1),

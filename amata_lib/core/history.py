@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ._checks import check_real
-from .errors import UserError
+from ..infra.checks import check_real
+from ..infra.errors import UserError
 
 
 def catastrophic_overfitting(history: Sequence[dict], drop: float = 0.2, gap: float = 0.5) -> bool:

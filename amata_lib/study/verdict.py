@@ -40,8 +40,9 @@ from typing import Annotated, Any, Literal, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .errors import UserError
-from .history import time_to_target
+from ..core.history import time_to_target
+from ..infra.errors import UserError
+from ..infra.results import ResultError, load_run
 
 PAPER_RANGE = (1 / 3, 1 / 2)
 MEASURES = ("passes", "time")
@@ -282,7 +283,6 @@ def collect(folder: str | Path, *, experiment: str | None = None, seed: int | No
     A file that holds another run is refused, naming it, so that a copied or misplaced
     file cannot enter a verdict.
     """
-    from .results import ResultError, load_run
     found = {}
     for path in sorted(Path(folder).glob("*.json")):
         result = load_run(path)

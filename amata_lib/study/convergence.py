@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import check_strict_int
-from ._nn import eval_mode, param_grad, param_grad_sq_norm
-from .attacks import attack_loss, pgd
-from .errors import UserError
-from .schedules import Plan, Schedule
+from ..core.attacks import attack_loss, pgd
+from ..core.schedules import Plan, Schedule, step_for
+from ..infra.checks import check_strict_int
+from ..infra.errors import UserError
+from ..infra.nn import eval_mode, param_grad, param_grad_sq_norm
 
 
 def optimization_term(sigma: float, beta: float, gap: float, iterations: int) -> float:
@@ -164,7 +164,7 @@ def reference_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
     (Madry et al.): many small steps. The caller sets the random state and the model's mode.
     """
     check_strict_int("restarts", restarts)
-    alpha = 2.5 * eps / steps if alpha is None else alpha
+    alpha = step_for(eps, steps) if alpha is None else alpha
     best, best_loss = x.detach().clone(), torch.full((len(y),), -math.inf, device=x.device)
     for r in range(restarts):
         x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, random_start=r > 0)

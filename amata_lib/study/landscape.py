@@ -26,16 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._checks import check_pixels, check_real, check_strict_int
-from .attacks import (
-    _check_budget,
-    _input_grad,
-    attack_loss,
-    fgsm,
-    pgd_iterates,
-    pgd_start,
-)
-from .errors import UserError
+from ..core.attacks import AttackerStep, attack_loss, check_budget, fgsm, input_grad, pgd_iterates, start_point
+from ..infra.checks import check_pixels, check_real, check_strict_int
+from ..infra.errors import UserError
 
 
 def _check_eps(eps: float) -> None:
@@ -154,14 +147,15 @@ def pgd_trajectory(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
     and for ``random_start=True`` when both start from the same torch RNG state.
     Costs one extra forward pass per iterate for the losses.
     """
-    _check_budget(eps, alpha, steps, loss)
+    check_budget(eps, alpha, steps, loss)
     check_pixels("x", x)
     x = x.detach()
     if eps == 0:  # every iterate is x, as pgd returns
         points = [x.clone()] * (steps + 1)
     else:
-        start = pgd_start(x, eps, random_start=random_start)
-        points = [start, *pgd_iterates(model, x, y, start, eps=eps, alpha=alpha, steps=steps, loss=loss)]
+        step = AttackerStep(eps, alpha)
+        start = start_point(x, step, random_start=random_start)
+        points = [start, *pgd_iterates(model, x, y, start, step=step, steps=steps, loss=loss)]
     stacked = torch.stack(points).detach()
     with torch.no_grad():
         losses = torch.stack([attack_loss(model(p), y, loss) for p in stacked])
@@ -227,7 +221,7 @@ def steepness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "c
       step no longer behaves like the linearised (FGSM) model. ``inf`` where the
       curvature is 0.
     """
-    g = _input_grad(model, x, y, loss)
+    g = input_grad(model, x, y, loss)
     d = g.sign()
     grad_l1 = g.flatten(1).abs().sum(1)
     curvature = directional_curvature(model, x, y, d, loss)

@@ -21,6 +21,7 @@ other settings. ``python -m amata_lib criterion --help``.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -28,19 +29,19 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import models
-from ._checks import check_int
-from ._nn import eval_mode
-from .attacks import fosc, pgd
-from .checkpoints import differences
+from ..core import models
+from ..core.attacks import fosc, pgd
+from ..core.evaluation import pgd_accuracy
+from ..core.schedules import Amata, Constant, Plan, step_for, travel
+from ..core.training import TrainOptions, train
+from ..infra.checkpoints import differences
+from ..infra.checks import check_int
+from ..infra.data import load
+from ..infra.errors import UserError
+from ..infra.nn import eval_mode
+from ..infra.results import ResultError, provenance, write_json_atomic
 from .convergence import reference_attack
 from .criterion import GridSpace, criterion_c_exact_gammas
-from .data import load
-from .errors import UserError
-from .evaluation import pgd_accuracy
-from .results import ResultError, provenance, write_json_atomic
-from .schedules import Amata, Constant, Plan
-from .training import train
 
 SCHEMA = "amata-criterion-study/1"
 RULE = ("The paper's ordering holds in a seed (for one gamma and one co-state) when both Amata settings have a "
@@ -51,7 +52,7 @@ Log = Callable[[str], None]
 
 def strategies(eps: float, epochs: int) -> dict[str, object]:
     """The schedules of the paper's Table 1 at the travel ``tau = 2.5 eps``: Amata (5, 40), (10, 40), PGD-10/20/40."""
-    tau = 2.5 * eps
+    tau = travel(eps)
     return {"Amata (setting 1)": Amata(5, 40, tau, epochs), "Amata (setting 2)": Amata(10, 40, tau, epochs),
             "PGD-10": Constant(10, tau / 10, epochs), "PGD-20": Constant(20, tau / 20, epochs),
             "PGD-40": Constant(40, tau / 40, epochs)}
@@ -117,10 +118,10 @@ def _unit(name: str, schedule: object, seed: int, settings: dict, data: tuple, l
 
     torch.manual_seed(seed)
     model = models.build(settings["model"])
-    history = train(model, train_set, test_set, epochs=settings["epochs"], eps=settings["eps"], schedule=schedule,
-                    seed=seed, eval_every=settings["epochs"], eval_subset=100, callback=callback)
+    history = train(model, train_set, test_set, schedule=schedule, eps=settings["eps"], seed=seed,
+                    options=TrainOptions(eval_every=settings["epochs"], eval_subset=100), callback=callback)
     eps = settings["eps"]
-    robust = pgd_accuracy(model, test_set, eps=eps, alpha=2.5 * eps / 20, steps=20)
+    robust = pgd_accuracy(model, test_set, eps=eps, alpha=step_for(eps, 20), steps=20)
     return {"strategy": name, "seed": seed, "points": points, "robust_acc": robust,
             "clean_acc": history[-1]["clean_acc"], "passes": history[-1]["passes"],
             "train_time": history[-1]["time"], "wall_time": time.perf_counter() - start}
@@ -155,7 +156,6 @@ def run_study(out: str | Path, *, log: Log | None = print, command: str | None =
 
 def load_study(path: str | Path) -> dict:
     """A stored study, checked for its schema."""
-    import json
     try:
         record = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:

@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_bool, check_choice, check_epoch, check_real
-from .attacks import LOSSES, _input_grad, ascent_step, attack_loss, fosc, pgd, pgd_start, project
-from .errors import CheckpointError, UserError
+from ..infra.checks import check_bool, check_choice, check_epoch, check_real
+from ..infra.errors import CheckpointError, UserError
+from .attacks import LOSSES, AttackerStep, Iterate, NoisyStep, fosc, pgd, pgd_iterates, start_point
 from .schedules import Plan
 
 
@@ -191,22 +191,14 @@ class PGDMaximizer(Maximizer):
                    random_start=self.random_start, loss=self.loss)
 
 
-def _logits_and_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str):
-    """Logits and input gradient of the summed attack loss from one forward+backward pass."""
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        logits = model(x)
-        (grad,) = torch.autograd.grad(attack_loss(logits, y, loss).sum(), x)
-    return logits.detach(), grad
+class EarlyStopPGD(Maximizer):
+    """PGD on the engine of :mod:`amata_lib.core.attacks`, in which each example leaves the batch on a rule.
 
-
-class _EarlyStopPGD(Maximizer):
-    """PGD from :mod:`amata_lib.attacks` in which each example leaves the batch on a criterion.
-
-    Subclasses implement ``_reset(x_start)`` (per-call state; ``x_start`` is the start
-    point) and ``_stop(x_adv, x, y, logits, grad, idx, k) -> bool mask`` (which active
-    examples stop before iteration ``k``'s step, ``k`` from 0), and may override
-    ``_ascend`` (the step). After a call, :meth:`passes` gives the work spent.
+    Subclasses implement :meth:`stop` (``Iterate -> bool mask`` over the moving
+    examples: which stop before iteration ``it.k``'s step, ``k`` from 0) and may override
+    :meth:`reset` (per-call state from the start point) and :meth:`attacker_step` (the
+    step, e.g. FAT's noise). After a call, :meth:`passes` gives the work spent: each
+    pass on a fraction ``f`` of the batch counts ``f``, the stopping pass included.
     """
 
     def __init__(self, eps: float, random_start: bool, loss: str) -> None:
@@ -214,6 +206,16 @@ class _EarlyStopPGD(Maximizer):
         self.random_start = check_bool("random_start", random_start)
         self.loss = check_choice("loss", loss, LOSSES)
         self._passes = 0.0
+
+    def attacker_step(self, alpha: float) -> AttackerStep:
+        """The ascent step of the active examples: Eq. 2's by default."""
+        return AttackerStep(self.eps, alpha)
+
+    def reset(self, x_start: torch.Tensor) -> None:
+        """Per-call state of the stopping rule (none by default)."""
+
+    def stop(self, it: Iterate) -> torch.Tensor:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan | None,
                 index: torch.Tensor | None = None) -> torch.Tensor:
@@ -223,36 +225,24 @@ class _EarlyStopPGD(Maximizer):
         self._passes = 0.0
         if self.eps == 0 or n == 0:
             return x.clone()
-        x_adv = pgd_start(x, self.eps, random_start=self.random_start)
-        self._reset(x_adv.clone())
-        active = torch.arange(n, device=x.device)
-        for k in range(plan.steps):
-            if len(active) == 0:
-                break
-            xa, x0, ya = x_adv[active], x[active], y[active]
-            logits, grad = self._gradient(model, xa, ya)
-            self._passes += len(active) / n
-            go = ~self._stop(xa, x0, ya, logits, grad, active, k)
-            active = active[go]
-            x_adv[active] = self._ascend(xa[go], grad[go], x0[go], plan.alpha)
+        step = self.attacker_step(plan.alpha)
+        x_adv = start_point(x, step, random_start=self.random_start)
+        self.reset(x_adv.clone())
+
+        def counted(it: Iterate) -> torch.Tensor:
+            self._passes += len(it.rows) / n
+            return self.stop(it)
+
+        for iterate in pgd_iterates(model, x, y, x_adv, step=step, steps=plan.steps, loss=self.loss, stop=counted):
+            x_adv = iterate
         return x_adv.detach()
-
-    def _reset(self, x_start: torch.Tensor) -> None:
-        """Per-call state of the stopping rule (none by default)."""
-
-    def _ascend(self, x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
-        """One step of the active examples: :func:`~amata_lib.attacks.ascent_step` by default."""
-        return ascent_step(x_adv, grad, x, alpha, self.eps)
-
-    def _gradient(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-        return _logits_and_grad(model, x, y, self.loss)
 
     def passes(self, plan: Plan | None) -> float:
         """Forward+backward passes spent by the last call (a pass on a fraction ``f`` of the batch counts ``f``)."""
         return self._passes
 
 
-class FOSCMaximizer(_EarlyStopPGD):
+class FOSCMaximizer(EarlyStopPGD):
     """Dynamic adversarial training of Wang et al. (2019): PGD stopped by FOSC, as their released code runs it.
 
     An example whose :func:`fosc` value is ``<= c_t`` stops (at most ``plan.steps``
@@ -331,17 +321,14 @@ class FOSCMaximizer(_EarlyStopPGD):
         self.c_t = max(self.c_max - t * self.c_max / (self.t_prime_fraction * epochs), 0.0)
         self.weighted = self.weight_loss and t >= 1
 
-    def _reset(self, x_start: torch.Tensor) -> None:
+    def reset(self, x_start: torch.Tensor) -> None:
         self._start = x_start
 
-    def _gradient(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-        return None, _input_grad(model, x, y, self.loss)
-
-    def _stop(self, x_adv, x, y, logits, grad, idx, k) -> torch.Tensor:
-        if k == 0 and self.first_step:
-            return torch.zeros(len(idx), dtype=torch.bool, device=idx.device)
-        centre = self._start[idx] if self.fosc_from == "start" else x
-        return fosc(None, x_adv, centre, y, self.eps, grad=grad) <= self.c_t
+    def stop(self, it: Iterate) -> torch.Tensor:
+        if it.k == 0 and self.first_step:
+            return torch.zeros(len(it.rows), dtype=torch.bool, device=it.rows.device)
+        centre = self._start[it.rows] if self.fosc_from == "start" else it.x
+        return fosc(None, it.x_adv, centre, it.y, self.eps, grad=it.grad) <= self.c_t
 
     def step(self, net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
              y: torch.Tensor, plan: Plan | None, *, index: torch.Tensor | None = None,
@@ -359,7 +346,7 @@ class FOSCMaximizer(_EarlyStopPGD):
         return StepResult(losses.detach().mean(), self.passes(plan) + 1)
 
 
-class FATMaximizer(_EarlyStopPGD):
+class FATMaximizer(EarlyStopPGD):
     """Friendly adversarial training of Zhang et al. (2020): early-stopped PGD-K-tau.
 
     Before each ascent step an example is checked at its current point: if it is
@@ -415,17 +402,15 @@ class FATMaximizer(_EarlyStopPGD):
         if self.budget == "dynamic":
             self.budget_t = next(b for frac, b in self.DYNAMIC_BUDGET if (t + 1) / epochs <= frac)
 
-    def _reset(self, x_start: torch.Tensor) -> None:
+    def reset(self, x_start: torch.Tensor) -> None:
         self._budget = torch.full((len(x_start),), self.budget_t, dtype=torch.long, device=x_start.device)
 
-    def _ascend(self, x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
-        """``x_adv + alpha * sign(grad) + omega * N(0, 1)``, projected onto the ball and ``[0, 1]``."""
-        if self.omega == 0:
-            return ascent_step(x_adv, grad, x, alpha, self.eps)
-        return project(x_adv + alpha * grad.sign() + self.omega * torch.randn_like(x_adv), x, self.eps)
+    def attacker_step(self, alpha: float) -> AttackerStep:
+        """``x + alpha * sign(grad) + omega * N(0, 1)``, projected onto the ball and ``[0, 1]``."""
+        return NoisyStep(self.eps, alpha, self.omega)
 
-    def _stop(self, x_adv, x, y, logits, grad, idx, k) -> torch.Tensor:
-        wrong = logits.argmax(1) != y
-        stop = wrong & (self._budget[idx] == 0)
-        self._budget[idx[wrong & ~stop]] -= 1
+    def stop(self, it: Iterate) -> torch.Tensor:
+        wrong = it.logits.argmax(1) != it.y
+        stop = wrong & (self._budget[it.rows] == 0)
+        self._budget[it.rows[wrong & ~stop]] -= 1
         return stop

@@ -5,18 +5,21 @@ The logic is three plain functions -- :func:`build_schedule` (settings -> schedu
 PGD-K_max) and :func:`plot_exploration` -- so it can be tested and called from a
 static page. :func:`schedule_explorer` only wires ipywidgets sliders to them (it needs
 a Python kernel); :func:`static_explorer_html` is the kernel-free counterpart for the
-HTML book, the same arithmetic written again in inline JavaScript.
+HTML book: the same arithmetic in JavaScript, a file shipped with the package
+(``explorer.js``), which the browser test checks against the library.
 
 Shapes are looked up in the :data:`SHAPES` registry, so a new shape (for example
 the optimal-control schedule of the PMP chapter) is added with
 ``SHAPES["optimal"] = builder`` without touching any function here. A builder is
 called as ``builder(k_min=..., k_max=..., tau=..., epochs=...)`` and returns a
-:class:`~amata_lib.schedules.Schedule`.
+:class:`~amata_lib.core.schedules.Schedule`; the plain shapes translate the sliders into
+a method of :func:`amata_lib.spec.make_schedule`, the one factory of schedules by name.
 """
 from __future__ import annotations
 
 import html
 import io
+from importlib import resources
 import json
 import math
 import re
@@ -26,18 +29,11 @@ from typing import Any, Callable
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .control import optimal_shape_schedule
-from .errors import UserError
-from .schedules import (
-    Amata,
-    Constant,
-    Exponential,
-    Schedule,
-    Step,
-    _check_int,
-    _check_positive,
-    relative_cost,
-)
+from ..core.schedules import Schedule, relative_cost, travel
+from ..infra.checks import check_int, check_positive
+from ..infra.errors import UserError
+from ..spec import make_schedule
+from ..study.control import optimal_shape_schedule
 
 ShapeBuilder = Callable[..., Schedule]
 STEP_STAGES = 4  # stages of the "step" shape (fewer if T or K_max - K_min + 1 is smaller)
@@ -50,24 +46,24 @@ SLIDER_RANGES: dict[str, tuple[float, float, float]] = {
 
 def _constant(*, k_min: int, k_max: int, tau: float, epochs: int) -> Schedule:
     """PGD-K_max with ``alpha = tau / K_max`` (``k_min`` unused): the reference of every comparison."""
-    return Constant(k_max, tau / k_max, epochs)
+    return make_schedule("pgd", epochs, k=k_max, alpha=tau / k_max)
 
 
 def _linear(*, k_min: int, k_max: int, tau: float, epochs: int) -> Schedule:
     """Amata's linear schedule (Algorithm 1), rounded half up."""
-    return Amata(k_min, k_max, tau, epochs)
+    return make_schedule("amata", epochs, k_min=k_min, k_max=k_max, tau=tau)
 
 
 def _exponential(*, k_min: int, k_max: int, tau: float, epochs: int) -> Schedule:
     """Geometric growth from K_min to K_max."""
-    return Exponential(k_min, k_max, tau, epochs)
+    return make_schedule("exponential", epochs, k_min=k_min, k_max=k_max, tau=tau)
 
 
 def _step(*, k_min: int, k_max: int, tau: float, epochs: int) -> Schedule:
     """Equal stages whose K goes evenly (rounded) from K_min to K_max."""
     n = min(STEP_STAGES, epochs, k_max - k_min + 1)
     ks = [k_max] if n == 1 else [math.floor(k_min + (k_max - k_min) * i / (n - 1) + 0.5) for i in range(n)]
-    return Step(ks, tau, epochs)
+    return make_schedule("step", epochs, stages=ks, tau=tau)
 
 
 SHAPES: dict[str, ShapeBuilder] = {
@@ -104,11 +100,11 @@ def build_schedule(shape: str = "linear", *, k_min: int = 2, k_max: int = 10, ta
     """
     if shape not in SHAPES:
         raise UserError(f"shape must be one of {sorted(SHAPES)}, got {shape!r}")
-    k_min, k_max = _check_int("k_min", k_min), _check_int("k_max", k_max)
+    k_min, k_max = check_int("k_min", k_min), check_int("k_max", k_max)
     if k_min > k_max:
         raise UserError(f"k_min must be <= k_max, got k_min={k_min} > k_max={k_max}")
-    eps = _check_positive("eps", eps)
-    tau = 2.5 * eps if tau is None else _check_positive("tau", tau)
+    eps = check_positive("eps", eps)
+    tau = travel(eps) if tau is None else check_positive("tau", tau)
     return SHAPES[shape](k_min=k_min, k_max=k_max, tau=tau, epochs=epochs)
 
 
@@ -143,8 +139,8 @@ def explore(schedule: Schedule, *, eps: float, k_ref: int) -> Exploration:
     The warning is set when some epoch's total travel ``K_t * alpha_t`` is below
     ``eps``: PGD started at the clean input then cannot reach the boundary of the ball.
     """
-    eps = _check_positive("eps", eps)
-    k_ref = _check_int("k_ref", k_ref)
+    eps = check_positive("eps", eps)
+    k_ref = check_int("k_ref", k_ref)
     plans = schedule.plans()
     steps = np.array([p.steps for p in plans])
     alpha = np.array([p.alpha for p in plans])
@@ -266,162 +262,14 @@ _STATIC_LABELS = {"constant": "constant (PGD-K_max)", "linear": "linear (Amata)"
 _PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _SLIDER_LABELS = {"k_min": "K_min", "k_max": "K_max", "tau": "τ", "eps": "ε", "epochs": "T (epochs)"}
 
-# The JavaScript of static_explorer_html, run once per snippet with ``root`` = the explorer's <div>.
-# Each function names the Python it mirrors; the operations are done in the same order, so the
-# IEEE doubles are the same as Python's (Math.pow and C's pow may differ in the last bit, which
-# changes K_t only if K_min * (K_max / K_min) ** (t / T) lay within that bit of a half-integer).
-_STATIC_JS = r"""
-"use strict";
-const cfg = JSON.parse(root.getAttribute("data-config"));
-const el = name => document.getElementById(root.id + "-" + name);
-const W = 300, H = 230, LEFT = 50, RIGHT = 12, TOP = 28, BOTTOM = 42;
-const C0 = "#1f77b4", C1 = "#ff7f0e";
+EXPLORER_JS = "explorer.js"
+"""The explorer's JavaScript, a file of this package (``amata_lib/book/explorer.js``), inlined into each snippet."""
 
-// format(x, ".3g") of Python, for numbers in [1e-4, 1e3) (all the sliders allow)
-const g3 = x => { const s = x.toPrecision(3); return s.includes(".") ? s.replace(/0+$/, "").replace(/\.$/, "") : s; };
-const esc = s => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;");
-const roundHalfUp = x => Math.floor(x + 0.5);  // schedules._to_int(x, "round")
 
-function read() {
-  return {shape: cfg.shapes[Number(el("shape").value)], kMin: Number(el("k_min").value),
-          kMax: Number(el("k_max").value), tau: Number(el("tau").value), eps: Number(el("eps").value),
-          epochs: Number(el("epochs").value)};
-}
+def explorer_js() -> str:
+    """The text of :data:`EXPLORER_JS`."""
+    return resources.files(__package__).joinpath(EXPLORER_JS).read_text(encoding="utf-8")
 
-// explorer._step: the K of each of n equal stages
-function stages(s) {
-  const n = Math.min(cfg.stepStages, s.epochs, s.kMax - s.kMin + 1), ks = [];
-  for (let i = 0; i < n; i++) ks.push(n === 1 ? s.kMax : roundHalfUp(s.kMin + (s.kMax - s.kMin) * i / (n - 1)));
-  return ks;
-}
-
-// schedules.Amata.real_steps and schedules.Exponential.real_steps
-function realSteps(s, t) {
-  if (s.shape === "linear") return s.kMin + (s.kMax - s.kMin) * t / s.epochs;
-  return s.kMin * Math.pow(s.kMax / s.kMin, t / s.epochs);
-}
-
-// Constant.plan, Step.plan and _Annealed.plan: K_t of every epoch
-function schedule(s) {
-  const ks = [], st = s.shape === "step" ? stages(s) : null;
-  for (let t = 0; t < s.epochs; t++) {
-    if (s.shape === "constant") ks.push(s.kMax);
-    else if (st) ks.push(st[Math.floor(t * st.length / s.epochs)]);
-    else ks.push(Math.min(Math.max(roundHalfUp(realSteps(s, t)), s.kMin), s.kMax));
-  }
-  return ks;
-}
-
-// explorer.explore with k_ref = K_max
-function explore(s) {
-  const steps = schedule(s), alpha = steps.map(k => s.tau / k);
-  let total = 0;
-  const passes = steps.map(k => (total += k + 1));
-  const refPasses = steps.map((k, t) => (s.kMax + 1) * (t + 1));
-  const travel = Math.min(...steps.map((k, t) => k * alpha[t]));
-  const warning = travel < s.eps * (1 - 1e-9)
-    ? `travel K_t * alpha_t = ${g3(travel)} < eps = ${g3(s.eps)}: the steps cannot reach ` +
-      "the boundary of the eps-ball from the clean input" : "";
-  return {steps, alpha, passes, refPasses, total, ratio: total / ((s.kMax + 1) * s.epochs), warning};
-}
-
-function ticks(lo, hi) {
-  const raw = (hi - lo) / 4, p = Math.pow(10, Math.floor(Math.log10(raw)));
-  const step = [1, 2, 5, 10].map(m => m * p).find(v => v >= raw), out = [];
-  for (let i = Math.ceil(lo / step); i * step <= hi; i++) out.push(Number((i * step).toPrecision(10)));
-  return out;
-}
-
-// one panel at x0 of width W; lines: {pts: [[x, y], ...], color, dash, label}; legend: its corner, [x, y] in
-// 0..1, or null to write each label above the start of its line
-function panel(x0, title, xlabel, xmax, lines, legend) {
-  const ys = lines.flatMap(l => l.pts.map(p => p[1]));
-  let lo = Math.min(...ys), hi = Math.max(...ys);
-  const pad = hi > lo ? 0.08 * (hi - lo) : 0.1 * Math.abs(hi) || 1;
-  lo -= pad; hi += pad;
-  const w = W - LEFT - RIGHT, h = H - TOP - BOTTOM;
-  const sx = x => x0 + LEFT + x / xmax * w, sy = y => TOP + (hi - y) / (hi - lo) * h;
-  let svg = `<rect x="${x0 + LEFT}" y="${TOP}" width="${w}" height="${h}" fill="none" stroke="#888"/>` +
-    `<text x="${x0 + LEFT + w / 2}" y="18" text-anchor="middle">${esc(title)}</text>` +
-    `<text x="${x0 + LEFT + w / 2}" y="${H - 6}" text-anchor="middle">${esc(xlabel)}</text>`;
-  for (const v of ticks(lo, hi)) {
-    svg += `<line x1="${x0 + LEFT - 4}" x2="${x0 + LEFT}" y1="${sy(v)}" y2="${sy(v)}" stroke="#888"/>` +
-      `<text x="${x0 + LEFT - 6}" y="${sy(v) + 4}" text-anchor="end">${v}</text>`;
-  }
-  for (const v of ticks(0, xmax)) {
-    svg += `<line x1="${sx(v)}" x2="${sx(v)}" y1="${TOP + h}" y2="${TOP + h + 4}" stroke="#888"/>` +
-      `<text x="${sx(v)}" y="${TOP + h + 17}" text-anchor="middle">${v}</text>`;
-  }
-  lines.forEach((l, i) => {
-    const pts = l.pts.map(p => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
-    svg += `<polyline points="${pts}" fill="none" stroke="${l.color}" stroke-width="1.6"` +
-      (l.dash ? ` stroke-dasharray="${l.dash}"/>` : "/>");
-    const lx = legend ? x0 + LEFT + 8 + legend[0] * (w - 130) : sx(l.pts[0][0]) + 4;
-    const ly = legend ? TOP + 18 + i * 16 + legend[1] * (h - 40) : sy(l.pts[0][1]) - 4;
-    if (l.label) svg += `<text x="${lx}" y="${ly}" fill="${l.color}">${esc(l.label)}</text>`;
-  });
-  return svg;
-}
-
-const stairs = vals => vals.flatMap((v, t) => [[t, v], [t + 1, v]]);
-const cumulative = vals => [[0, 0]].concat(vals.map((v, t) => [t + 1, v]));
-
-// explorer.plot_exploration: K_t, alpha_t and cumulative passes against PGD-K_max
-function plot(s, r) {
-  const T = s.epochs, name = cfg.labels[s.shape], ref = "PGD-" + s.kMax;
-  const flat = y => [[0, y], [T, y]];
-  return `<svg viewBox="0 0 ${3 * W} ${H}" width="100%" font-family="sans-serif" font-size="13" role="img" ` +
-    `aria-label="K_t, alpha_t and cumulative passes per epoch">` +
-    panel(0, "steps per minibatch K_t", "epoch t", T,
-          [{pts: stairs(r.steps), color: C0, label: name}, {pts: flat(s.kMax), color: "#000", dash: "5 3", label: ref}],
-          [1, 1]) +
-    panel(W, "step size α_t = τ / K_t", "epoch t", T,
-          [{pts: stairs(r.alpha), color: C1, label: ""},
-           {pts: flat(s.eps), color: "#777", dash: "2 2", label: "α = ε"}],
-          null) +
-    panel(2 * W, `cumulative passes (ratio ${r.ratio.toFixed(2)})`, "epochs done", T,
-          [{pts: cumulative(r.passes), color: C0, label: name},
-           {pts: cumulative(r.refPasses), color: "#000", dash: "5 3", label: ref}],
-          [0, 0]) +
-    "</svg>";
-}
-
-function showSettings(s) {
-  el("shape-value").textContent = cfg.labels[s.shape];
-  for (const name of ["k_min", "k_max", "epochs"]) el(name + "-value").textContent = el(name).value;
-  for (const name of ["tau", "eps"]) el(name + "-value").textContent = Number(el(name).value).toFixed(2);
-}
-
-function setList(name, values, text) {
-  el(name).textContent = text;
-  el(name).dataset.values = JSON.stringify(values);
-}
-
-function update() {
-  const s = read(), summary = el("summary");
-  showSettings(s);
-  if (s.kMin > s.kMax) {
-    summary.textContent = `invalid settings: k_min must be <= k_max, got k_min=${s.kMin} > k_max=${s.kMax}`;
-    summary.dataset.costRatio = "null";
-    setList("steps", [], "");
-    setList("alpha", [], "");
-    el("warning").textContent = "";
-    el("plot").innerHTML = "";
-    return;
-  }
-  const r = explore(s);
-  summary.textContent = `${cfg.labels[s.shape]}: ${r.total} passes per minibatch position vs ` +
-    `${r.refPasses[s.epochs - 1]} for PGD-${s.kMax}, cost ratio ${r.ratio.toFixed(3)}`;
-  summary.dataset.costRatio = JSON.stringify(r.ratio);
-  setList("steps", r.steps, r.steps.join(", "));
-  setList("alpha", r.alpha, r.alpha.map(g3).join(", "));
-  el("warning").textContent = r.warning;
-  el("plot").innerHTML = plot(s, r);
-}
-
-for (const name of ["shape", "k_min", "k_max", "tau", "eps", "epochs"]) el(name).addEventListener("input", update);
-update();
-"""
 
 
 def _check_static(shape: str, prefix: str, values: dict[str, float]) -> None:
@@ -479,7 +327,7 @@ def static_explorer_html(shape: str = "linear", *, k_min: int = 2, k_max: int = 
     an inline SVG of the K_t staircase, alpha_t against eps and the cumulative passes
     against PGD-K_max, the line of :func:`summary`, the tau-below-eps warning of
     :func:`explore` and the lists of K_t and alpha_t. The JavaScript repeats the arithmetic
-    of :mod:`amata_lib.schedules` operation by operation (K_t rounded half up as
+    of :mod:`amata_lib.core.schedules` operation by operation (K_t rounded half up as
     ``floor(x + 0.5)`` and clamped to [K_min, K_max], ``alpha_t = tau / K_t``, ``K_t + 1``
     passes per minibatch, cost ratio over ``(K_max + 1) * T``), so its numbers are the
     library's. Nothing is loaded from elsewhere (no CDN, no file), and the output is the
@@ -487,7 +335,7 @@ def static_explorer_html(shape: str = "linear", *, k_min: int = 2, k_max: int = 
 
     Only the shapes of :data:`STATIC_SHAPES` are offered: the ``"optimal"`` shape of
     :data:`SHAPES` (and any shape registered later) is computed in Python, the optimal one
-    from the PMP solution that :mod:`amata_lib.control` derives with sympy, and has no
+    from the PMP solution that :mod:`amata_lib.study.control` derives with sympy, and has no
     JavaScript counterpart; it stays in :func:`schedule_explorer`.
 
     Element ids start with ``prefix``: ``{prefix}`` (the box), ``{prefix}-shape``,
@@ -530,5 +378,5 @@ def static_explorer_html(shape: str = "linear", *, k_min: int = 2, k_max: int = 
             f'<div>K_t per epoch: <span id="{prefix}-steps" class="amata-list">{steps}</span></div>\n'
             f'<div>α_t per epoch: <span id="{prefix}-alpha" class="amata-list"></span></div>\n'
             f'<div id="{prefix}-plot"></div>\n'
-            f"<script>\n(function (root) {{{_STATIC_JS}}})(document.getElementById({json.dumps(prefix)}));\n"
+            f"<script>\n(function (root) {{\n{explorer_js()}}})(document.getElementById({json.dumps(prefix)}));\n"
             "</script>\n</div>")

@@ -15,27 +15,32 @@ constant plan); ``k_min``/``k_max`` its bounds; ``alpha`` the step size; ``tau``
 travel ``K_t * alpha_t``; ``T`` = ``epochs``; ``t`` the epoch counted from 0. For Free
 and YOPO ``Plan.steps`` is their ``m`` (replays, full passes).
 
-:func:`make_schedule` is the one factory from a method name and its parameters, shared
-by the command line and experiment configs.
+Schedules by name (the command line and the configs) are built by
+:func:`amata_lib.spec.make_schedule`, which also knows the adaptive schedule of
+:mod:`amata_lib.study.adaptive`; nothing here imports beyond :mod:`amata_lib.infra`.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
-from ._checks import check_choice
-from ._checks import check_int as _check_int
-from ._checks import check_positive as _check_positive
-from .errors import UserError
+from ..infra.checks import check_choice, check_int, check_positive
+from ..infra.errors import UserError
 
 ROUNDINGS = ("round", "floor", "ceil")
-METHOD_PARAMS: dict[str, tuple[str, ...]] = {
-    "erm": (), "pgd": ("k", "alpha"), "constant": ("k", "alpha"), "amata": ("k_min", "k_max", "tau", "rounding"),
-    "exponential": ("k_min", "k_max", "tau", "rounding"), "step": ("stages", "tau"),
-    "adaptive": ("k_min", "k_max", "tau", "gamma", "probe_size", "probe_every", "monotone")}
-METHODS = tuple(METHOD_PARAMS)
-OPTIONAL_PARAMS = ("rounding", "probe_size", "probe_every", "monotone")
+TRAVEL_PER_EPS = 2.5
+"""Madry et al.'s rule: the inner steps of one plan travel ``2.5 * eps`` in all (``K * alpha``)."""
+
+
+def travel(eps: float) -> float:
+    """The default travel ``tau = K_t * alpha_t`` of a plan: ``2.5 * eps`` (Madry et al.)."""
+    return TRAVEL_PER_EPS * eps
+
+
+def step_for(eps: float, steps: int) -> float:
+    """The default PGD step for ``steps`` steps at radius ``eps``: ``travel(eps) / steps``."""
+    return travel(eps) / steps
 
 
 def _to_int(x: float, rounding: str) -> int:
@@ -55,8 +60,8 @@ class Plan:
     alpha: float
 
     def __post_init__(self) -> None:
-        _check_int("steps", self.steps, minimum=1)
-        _check_positive("alpha", self.alpha)
+        check_int("steps", self.steps, minimum=1)
+        check_positive("alpha", self.alpha)
 
     @property
     def passes(self) -> int:
@@ -104,7 +109,7 @@ def relative_cost(schedule: Schedule, k_ref: int | None = None) -> float:
     """
     if k_ref is None:
         k_ref = getattr(schedule, "k_max", schedule.max_steps)
-    k_ref = _check_int("k_ref", k_ref)
+    k_ref = check_int("k_ref", k_ref)
     return schedule.cost() / ((k_ref + 1) * schedule.epochs)
 
 
@@ -112,8 +117,8 @@ class Constant(Schedule):
     """PGD-K: the same ``steps`` and ``alpha`` in every epoch."""
 
     def __init__(self, steps: int, alpha: float, epochs: int) -> None:
-        self._plan = Plan(_check_int("steps", steps), _check_positive("alpha", alpha))
-        self.epochs = _check_int("epochs", epochs)
+        self._plan = Plan(check_int("steps", steps), check_positive("alpha", alpha))
+        self.epochs = check_int("epochs", epochs)
 
     def plan(self, t: int) -> Plan:
         return self._plan
@@ -124,12 +129,12 @@ class Constant(Schedule):
 
 def check_range(schedule: Schedule, k_min: int, k_max: int, tau: float, epochs: int) -> None:
     """Check and set ``k_min <= k_max``, ``tau > 0`` and ``epochs`` on a schedule that moves between K bounds."""
-    schedule.k_min = _check_int("k_min", k_min)
-    schedule.k_max = _check_int("k_max", k_max)
+    schedule.k_min = check_int("k_min", k_min)
+    schedule.k_max = check_int("k_max", k_max)
     if schedule.k_min > schedule.k_max:
         raise UserError(f"k_min must be <= k_max, got k_min={k_min!r} > k_max={k_max!r}")
-    schedule.tau = _check_positive("tau", tau)
-    schedule.epochs = _check_int("epochs", epochs)
+    schedule.tau = check_positive("tau", tau)
+    schedule.epochs = check_int("epochs", epochs)
 
 
 class _Annealed(Schedule):
@@ -191,9 +196,9 @@ class Step(Schedule):
     def __init__(self, steps: Sequence[int], tau: float, epochs: int) -> None:
         if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence) or len(steps) == 0:
             raise UserError(f"steps must be a non-empty sequence of integers, got {steps!r}")
-        self.steps = [_check_int(f"steps[{i}]", k) for i, k in enumerate(steps)]
-        self.tau = _check_positive("tau", tau)
-        self.epochs = _check_int("epochs", epochs)
+        self.steps = [check_int(f"steps[{i}]", k) for i, k in enumerate(steps)]
+        self.tau = check_positive("tau", tau)
+        self.epochs = check_int("epochs", epochs)
         if len(self.steps) > self.epochs:
             raise UserError(f"steps must have at most epochs={self.epochs} stages, got {len(self.steps)}")
 
@@ -212,7 +217,7 @@ class FromFunction(Schedule):
         if not callable(fn):
             raise UserError(f"fn must be callable, got {fn!r}")
         self.fn = fn
-        self.epochs = _check_int("epochs", epochs)
+        self.epochs = check_int("epochs", epochs)
         self.name = name
 
     def plan(self, t: int) -> Plan:
@@ -223,45 +228,7 @@ class FromFunction(Schedule):
             steps, alpha = out
         except (TypeError, ValueError):
             raise UserError(f"fn({t}) must return a Plan or (steps, alpha), got {out!r}") from None
-        return Plan(_check_int(f"steps at t={t}", steps), _check_positive(f"alpha at t={t}", alpha))
+        return Plan(check_int(f"steps at t={t}", steps), check_positive(f"alpha at t={t}", alpha))
 
     def __repr__(self) -> str:
         return f"FromFunction({self.name}, epochs={self.epochs})"
-
-
-def make_schedule(method: str, epochs: int, **params: Any) -> Schedule | None:
-    """The schedule of ``method`` (a key of :data:`METHOD_PARAMS`) over ``epochs``; ``None`` for ERM.
-
-    ``pgd``/``constant`` take ``k`` and ``alpha``; ``amata``/``exponential`` take
-    ``k_min``, ``k_max``, ``tau`` and optionally ``rounding``; ``step`` takes ``stages``
-    and ``tau``; ``adaptive`` (:class:`~amata_lib.adaptive.Adaptive`, plans chosen during
-    training by Eq. 14) takes ``k_min``, ``k_max``, ``tau``, ``gamma`` and optionally
-    ``probe_size``, ``probe_every`` and ``monotone``. A parameter the method does not use
-    is an error (it would be ignored).
-
-    Raises
-    ------
-    UserError
-        Unknown method, a missing or unused parameter, or a bad value.
-    """
-    check_choice("method", method, METHODS)
-    wanted = METHOD_PARAMS[method]
-    unused = [p for p in params if p not in wanted]
-    if unused:
-        raise UserError(f"{unused[0]} is not used by method {method!r} (it takes {', '.join(wanted) or 'nothing'})")
-    missing = [p for p in wanted if p not in params and p not in OPTIONAL_PARAMS]
-    if missing:
-        raise UserError(f"method {method!r} needs {', '.join(missing)}")
-    if method == "erm":
-        return None
-    if method in ("pgd", "constant"):
-        return Constant(params["k"], params["alpha"], epochs)
-    if method == "step":
-        return Step(params["stages"], params["tau"], epochs)
-    if method == "adaptive":
-        from .adaptive import Adaptive  # imports hyperopt (through the criterion); only when asked for
-        return Adaptive(params["k_min"], params["k_max"], params["tau"], epochs, gamma=params["gamma"],
-                        probe_size=params.get("probe_size", 128), every=params.get("probe_every", 1),
-                        monotone=params.get("monotone", False))
-    cls = Amata if method == "amata" else Exponential
-    return cls(params["k_min"], params["k_max"], params["tau"], epochs, rounding=params.get("rounding", "round"))

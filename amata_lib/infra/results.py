@@ -23,9 +23,10 @@ from typing import Any, Iterable
 
 import torch
 
-from ._io import atomic_write
 from .checkpoints import differences
 from .errors import UserError
+from .io import atomic_write
+from .version import VERSION
 
 SCHEMA = "amata-run/1"
 REQUIRED = {"schema": str, "provenance": dict, "seed": int, "dataset": str, "config": dict, "history": list}
@@ -105,10 +106,9 @@ def device_name(device: str | torch.device = "cpu") -> str:
 
 def provenance(device: str | torch.device = "cpu", command: str | None = None) -> dict:
     """Where and how a result was produced."""
-    from . import __version__
 
     return {
-        "library_version": __version__,
+        "library_version": VERSION,
         **library_state(),
         "torch_version": torch.__version__,
         "python": sys.version.split()[0],

@@ -49,10 +49,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import sympy as sp
 
-from ._checks import check_real as _check_real
-from ._checks import check_strict_int
-from .errors import UserError
-from .schedules import FromFunction, Plan, Schedule
+from ..core.schedules import FromFunction, Plan, Schedule
+from ..infra.checks import check_real as _check_real
+from ..infra.checks import check_strict_int
+from ..infra.errors import UserError
 
 theta, x = sp.symbols("theta x", real=True)
 alpha, tau = sp.symbols("alpha tau", positive=True)

@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 
-from ._io import atomic_write
+from . import distributed
 from .errors import CheckpointError, RunLocked
+from .io import atomic_write
 
 try:  # POSIX advisory locks; elsewhere runs are not locked
     import fcntl
@@ -153,7 +154,6 @@ def capture(run: Any, history: list[dict]) -> dict | None:
     schedule, shuffling generator, maximizer, device). Under ``torchrun`` each rank's
     random state and maximizer state (e.g. Free's perturbation of its shard) are kept.
     """
-    from . import distributed
 
     world = distributed.world_size()
     rank_rng = distributed.all_gather(_rng_state(run.device)) if world > 1 else None
@@ -171,7 +171,6 @@ def capture(run: Any, history: list[dict]) -> dict | None:
 
 def restore(run: Any, state: dict) -> list[dict]:
     """Put a :func:`capture`d state back into ``run``; returns the history so far."""
-    from . import distributed
 
     world, rank = distributed.world_size(), distributed.rank()
     if state["world_size"] != world:

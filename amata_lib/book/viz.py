@@ -6,11 +6,12 @@ ends its cell with ``plt.show()`` and a test can inspect the axes.
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ._checks import check_int, check_real
-from .errors import UserError
+from ..infra.checks import check_int, check_real
+from ..infra.errors import UserError
 
 
 def _grayscale(name: str, images: torch.Tensor) -> torch.Tensor:
@@ -163,7 +164,6 @@ def plot_protocol(runs: dict[int, dict[str, dict]], verdict: dict, *, colors: di
     include the shared warm-up (as the cost to target does). A K_t line that coincides
     with an earlier row's is dashed, so that neither hides the other.
     """
-    import numpy as np
     rows = list(verdict["rows"])
     colors = colors or {name: f"C{i}" for i, name in enumerate(rows)}
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})

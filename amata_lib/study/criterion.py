@@ -37,14 +37,13 @@ from typing import Iterable
 
 import numpy as np
 import torch
-from hyperopt import STATUS_OK, Trials, fmin, hp, tpe
 from torch import nn
 
-from ._checks import check_int, check_pixels, check_positive, check_real, check_strict_int
-from ._nn import eval_mode, param_grad, param_grad_sq_norm
-from .attacks import _check_budget, pgd, pgd_iterates, pgd_start
-from .errors import UserError
-from .schedules import Plan
+from ..core.attacks import AttackerStep, check_budget, pgd, pgd_iterates, start_point
+from ..core.schedules import Plan
+from ..infra.checks import check_int, check_pixels, check_positive, check_real, check_strict_int
+from ..infra.errors import UserError
+from ..infra.nn import eval_mode, param_grad, param_grad_sq_norm
 
 
 @dataclass(frozen=True)
@@ -73,6 +72,7 @@ class SearchSpace:
 
     def hyperopt(self) -> dict:
         """The space in hyperopt's terms; ``K`` is a uniform real rounded to the nearest integer."""
+        from hyperopt import hp  # imported when searched (about a second), not with the library
         steps = (self.k_lo if self.k_lo == self.k_hi
                  else hp.quniform("steps", self.k_lo - 0.5, self.k_hi + 0.5, 1))
         step_size = (self.alpha_lo if self.alpha_lo == self.alpha_hi
@@ -115,6 +115,7 @@ class GridSpace:
 
     def hyperopt(self) -> dict:
         """The space in hyperopt's terms: ``K`` a rounded uniform real, ``alpha`` a choice."""
+        from hyperopt import hp
         steps = self.k_lo if self.k_lo == self.k_hi else hp.quniform("steps", self.k_lo - 0.5, self.k_hi + 0.5, 1)
         return {"steps": steps, "alpha": hp.choice("alpha", list(self.alphas))}
 
@@ -216,6 +217,7 @@ def criterion_c(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, 
         A lower bound of the exact ``C`` over ``G``; on a :class:`GridSpace`,
         :func:`criterion_c_exact` gives the exact value.
     """
+    from hyperopt import STATUS_OK, Trials, fmin, tpe  # see SearchSpace.hyperopt
     check_real("gamma", gamma, minimum=0)
     check_int("budget", budget)
     check_int("seed", seed, minimum=0)
@@ -261,15 +263,15 @@ def grid_gains(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
         check_strict_int("ks", k)
     for a in alphas:
         check_positive("alphas", a)
-    _check_budget(eps, max(alphas), max(ks), "ce")
+    check_budget(eps, max(alphas), max(ks), "ce")
     check_pixels("x", x)
     x, wanted = x.detach(), set(ks)
     g_ref = _reference_grad(model, x, y, reference)
     gains, passes = {}, 0 if g_ref is None else 1
     with eval_mode(model):
         for alpha in alphas:
-            start = pgd_start(x, eps, random_start=False)
-            iterates = pgd_iterates(model, x, y, start, eps=eps, alpha=alpha, steps=ks[-1])
+            step = AttackerStep(eps, alpha)
+            iterates = pgd_iterates(model, x, y, start_point(x, step, random_start=False), step=step, steps=ks[-1])
             for k, x_adv in enumerate(iterates, start=1):
                 if k in wanted:
                     gains[Plan(k, float(alpha))] = _gain(model, x_adv, y, g_ref)

@@ -15,11 +15,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from ._checks import check_int, check_pixels, check_strict_int
-from ._nn import eval_mode
-from .attacks import _check_budget, _input_grad, fgsm, pgd_iterates, pgd_start
-from .data import batches
-from .errors import UserError
+from ..infra.checks import check_int, check_pixels, check_strict_int
+from ..infra.data import batches
+from ..infra.errors import UserError
+from ..infra.nn import eval_mode
+from .attacks import AttackerStep, Iterate, check_budget, fgsm, input_grad, pgd_iterates, start_point
+from .schedules import step_for
 
 AUTOATTACK_PACKAGE = "pyautoattack"
 AUTOATTACK_VERSIONS = ("standard", "plus", "custom")
@@ -73,14 +74,14 @@ def pgd_broken(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     x, y = x.detach(), y.detach()
     broken = torch.zeros(len(y), dtype=torch.bool, device=y.device)
 
-    def misclassified(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        wrong = logits.argmax(1) != y[rows]
-        broken[rows[wrong]] = True
+    def misclassified(it: Iterate) -> torch.Tensor:
+        wrong = it.logits.argmax(1) != it.y
+        broken[it.rows[wrong]] = True
         return wrong
 
-    x_adv = pgd_start(x, eps)
-    for iterate in pgd_iterates(model, x, y, x_adv, eps=eps, alpha=alpha, steps=steps, loss=loss,
-                                stop=misclassified):
+    step = AttackerStep(eps, alpha)
+    x_adv = start_point(x, step)
+    for iterate in pgd_iterates(model, x, y, x_adv, step=step, steps=steps, loss=loss, stop=misclassified):
         x_adv = iterate
     rest = (~broken).nonzero().squeeze(1)
     if len(rest):
@@ -100,7 +101,7 @@ def pgd_accuracy(model: nn.Module, dataset: Dataset, *, eps: float, alpha: float
     compares with Wong et al.'s ``attack_pgd``.
     """
     check_int("restarts", restarts)
-    _check_budget(eps, alpha, steps, loss)
+    check_budget(eps, alpha, steps, loss)
     correct = total = 0
     with eval_mode(model) as dev:
         for x, y in batches(dataset, batch_size, device=dev):
@@ -271,7 +272,7 @@ def input_gradient_stats(model: nn.Module, dataset: Dataset, *, n: int = GRADIEN
     zero = nonfinite = 0
     with eval_mode(model) as dev:
         for x, y in batches(head, 512, device=dev):
-            g = _input_grad(model, x, y, "ce").flatten(1)
+            g = input_grad(model, x, y, "ce").flatten(1)
             finite = torch.isfinite(g).all(1)
             nonfinite += int((~finite).sum())
             zero += int((finite & (g == 0).all(1)).sum())
@@ -360,7 +361,7 @@ def robustness_report(model: nn.Module, dataset: Dataset, *, eps: float, alpha: 
     subset = _head(dataset, autoattack_n)
     clean = accuracy(model, subset)
     free_set = _head(subset, gradient_free_n)
-    step = (lambda k: 2.5 * eps / k) if alpha is None else (lambda k: alpha)
+    step = (lambda k: step_for(eps, k)) if alpha is None else (lambda k: alpha)
     with _forked_rng(next(model.parameters()).device):
         torch.manual_seed(seed)
         robust = pgd_accuracy(model, subset, eps=eps, alpha=step(pgd_steps), steps=pgd_steps, restarts=pgd_restarts)

@@ -27,6 +27,7 @@ import hashlib
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -36,8 +37,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from . import distributed
-from ._checks import (
+from ..infra import distributed
+from ..infra.checkpoints import RunLock, capture, load_checkpoint, restore, save_checkpoint
+from ..infra.checks import (
     check_bool,
     check_choice,
     check_labels,
@@ -45,16 +47,15 @@ from ._checks import (
     check_real,
     check_strict_int,
 )
-from .checkpoints import RunLock, capture, load_checkpoint, restore, save_checkpoint
-from .data import AUGMENTATIONS, check_dataset, epoch_feed, subset, to_device
-from .errors import UserError
+from ..infra.data import AUGMENTATIONS, check_dataset, epoch_feed, subset, to_device
+from ..infra.errors import UserError
+from .epoch import EpochTotals, Run, run_epoch, synchronize
 from .evaluation import accuracy, fgsm_accuracy, pgd_accuracy
 from .history import catastrophic_overfitting
 from .maximizers import Clean, Maximizer, PGDMaximizer
-from .schedules import Plan, Schedule
+from .optim import LR_SCHEDULES, OPTIMIZERS, make_lr_schedule, make_optimizer
+from .schedules import Plan, Schedule, step_for
 
-OPTIMIZERS = ("sgd", "adam")
-LR_SCHEDULES = ("constant", "multistep", "cosine", "cyclic")
 Callback = Callable[[dict, nn.Module], Any]
 FOLLOW_AUGMENTATION = "follow_augmentation"
 """Name of the optional maximizer hook for per-example state under augmentation.
@@ -110,74 +111,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work so wall-clock timings are honest."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def make_optimizer(model: nn.Module, optimizer: str, lr: float, momentum: float,
-                   weight_decay: float) -> torch.optim.Optimizer:
-    """SGD (with momentum) or Adam over all parameters."""
-    check_choice("optimizer", optimizer, OPTIMIZERS)
-    if optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-
-
-class LRSchedule:
-    """A torch learning-rate scheduler and when the trainer steps it: after every minibatch or every epoch."""
-
-    def __init__(self, scheduler: torch.optim.lr_scheduler.LRScheduler, per_batch: bool) -> None:
-        self.scheduler, self.per_batch = scheduler, per_batch
-
-    def after_batch(self) -> None:
-        """Called after every parameter step of a minibatch."""
-        if self.per_batch:
-            self.scheduler.step()
-
-    def after_epoch(self) -> None:
-        """Called after every epoch."""
-        if not self.per_batch:
-            self.scheduler.step()
-
-    def state_dict(self) -> dict:
-        return self.scheduler.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.scheduler.load_state_dict(state)
-
-
-def cyclic_factor(k: int, epochs: int, batches: int) -> float:
-    """Wong et al.'s cyclic rate for minibatch ``k`` (from 0) as a fraction of the peak ``lr``.
-
-    Their ``MNIST/train_mnist.py``: ``np.interp(t, [0, epochs * 2 // 5, epochs], [0, lr_max, 0])``
-    at ``t = epoch + (i + 1) / batches``, set before minibatch ``i``'s step: a triangle from 0
-    up to ``lr`` at 2/5 of training and down to 0 at its end. (Their CIFAR-10
-    ``train_fgsm.py`` peaks at the middle instead.)
-    """
-    return float(np.interp((k + 1) / batches, [0, epochs * 2 // 5, epochs], [0.0, 1.0, 0.0]))
-
-
-def make_lr_schedule(opt: torch.optim.Optimizer, lr_schedule: str, epochs: int, batches: int = 1) -> LRSchedule:
-    """Learning-rate schedule: constant, multistep (x0.1 at 50 % and 75 % of epochs), cosine (per epoch),
-    or cyclic (per minibatch, :func:`cyclic_factor`; ``batches`` minibatches per epoch)."""
-    check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
-    if lr_schedule == "cyclic":
-        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: cyclic_factor(k, epochs, batches))
-        return LRSchedule(scheduler, per_batch=True)
-    if lr_schedule == "constant":
-        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0)
-    elif lr_schedule == "multistep":
-        milestones = sorted({max(1, epochs // 2), max(1, (3 * epochs) // 4)})
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
-    else:
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    return LRSchedule(scheduler, per_batch=False)
-
-
 def _tidy(passes: float) -> int | float:
     """Pass counts stay integers when they are (PGD, ERM); early-stopping methods give fractions."""
     return int(passes) if float(passes).is_integer() else round(passes, 3)
@@ -219,23 +152,11 @@ def run_settings(model: nn.Module, train_set: Dataset, test_set: Dataset, *, sch
             "world_size": distributed.world_size(), **options}
 
 
-def _check_arguments(epochs: int, eps: float, schedule: Schedule | None, maximizer: Maximizer | None,
-                     options: dict) -> None:
+def _check_arguments(schedule: Schedule | None, maximizer: Maximizer | None, options: dict) -> None:
     """Every argument of :func:`train` that can be checked without the data, before any work."""
-    check_strict_int("epochs", epochs)
-    check_real("eps", eps, minimum=0, maximum=1)
-    if schedule is not None and not isinstance(schedule, Schedule):
-        raise UserError(f"schedule must be a Schedule or None, got {schedule!r}")
-    if schedule is not None and schedule.epochs < epochs:
-        raise UserError(f"schedule covers {schedule.epochs} epochs but epochs={epochs}")
-    if maximizer is not None and not isinstance(maximizer, Maximizer):
-        raise UserError(f"maximizer must be a Maximizer (amata_lib.maximizers), got {type(maximizer).__name__}")
     if schedule is None and maximizer is not None and not isinstance(maximizer, Clean):
         raise UserError(f"maximizer {type(maximizer).__name__} needs a schedule (its plan per epoch); "
                         f"got schedule=None")
-    if maximizer is not None and not isinstance(maximizer, Clean) and maximizer.eps != eps:
-        raise UserError(f"maximizer {type(maximizer).__name__} attacks with eps={maximizer.eps:g} but train has "
-                        f"eps={eps:g} (the robust test's radius); give both the same eps")
     check_choice("optimizer", options["optimizer"], OPTIMIZERS)
     check_choice("lr_schedule", options["lr_schedule"], LR_SCHEDULES)
     check_positive("lr", options["lr"])
@@ -298,61 +219,6 @@ def _check_inputs(model: nn.Module, maximizer: Maximizer, train_set: Dataset, te
     maximizer.check_model(model)
 
 
-@dataclass
-class Run:
-    """What one training run carries from epoch to epoch."""
-
-    model: nn.Module
-    net: nn.Module  # the model as trained: wrapped by DDP under torchrun
-    optimizer: torch.optim.Optimizer
-    lr_schedule: LRSchedule
-    shuffle_gen: torch.Generator
-    maximizer: Maximizer
-    device: torch.device
-
-
-@dataclass
-class EpochTotals:
-    """One epoch's cost and loss, summed over every process."""
-
-    time: float
-    passes: float
-    layer_passes: float
-    train_loss: float
-
-
-def _run_epoch(run: Run, feed: Callable, plan: Plan | None, sizes: list[int], *, amp: bool,
-               channels_last: bool, bar: Any = None) -> EpochTotals:
-    """One pass over the training set (Algorithm 1, lines 3-9): every minibatch goes to ``maximizer.step``."""
-    world = distributed.world_size()
-    autocast = torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=amp)
-    synchronize(run.device)
-    t0 = time.perf_counter()
-    loss_sum = torch.zeros((), device=run.device)
-    n_seen, work, layer_work = 0, [], []  # passes x shard size, per minibatch
-    for b, (x, y, index) in enumerate(feed()):
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        # DDP averages gradients over ranks; weighting each shard's mean by its share of
-        # the global minibatch makes that average the gradient of the global mean.
-        scale = len(y) * world / sizes[b]
-        with autocast:
-            out = run.maximizer.step(run.net, run.model, run.optimizer, x, y, plan, index=index, loss_scale=scale)
-        run.lr_schedule.after_batch()
-        work.append(out.passes * len(y))
-        layer_work.append(out.layer_passes * len(y))
-        loss_sum += out.loss.float() * len(y)
-        n_seen += len(y)
-        if bar is not None:
-            bar.update(1)
-    synchronize(run.device)
-    epoch_time = distributed.all_max(time.perf_counter() - t0)
-    loss_total, seen, *totals = distributed.all_sum([float(loss_sum), n_seen, *work, *layer_work])
-    passes, layers = totals[:len(work)], totals[len(work):]
-    return EpochTotals(time=epoch_time, passes=sum(w / m for w, m in zip(passes, sizes)),
-                       layer_passes=sum(w / m for w, m in zip(layers, sizes)), train_loss=loss_total / max(seen, 1))
-
-
 def _evaluate(model: nn.Module, test_part: Dataset, *, eps: float, alpha: float, steps: int, restarts: int,
               seed: int, device: torch.device, with_fgsm: bool = False) -> list[float]:
     """Clean, PGD (and FGSM) accuracy: each rank tests its share of the test set, the counts are summed."""
@@ -394,32 +260,96 @@ def _record(t: int, plan: Plan | None, totals: EpochTotals, lr: float, history: 
     return record
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """How :func:`train` optimises and evaluates: everything but the model, the data, the schedule and the maximizer.
+
+    Optimisation: ``optimizer`` (``sgd`` or ``adam``), ``lr``, ``momentum``,
+    ``weight_decay``, ``lr_schedule`` (:func:`make_lr_schedule`: ``constant``,
+    ``multistep`` and ``cosine`` change the rate per epoch, ``cyclic`` -- Wong et al.'s
+    triangle peaking at ``lr`` -- per minibatch), ``batch_size`` (the global minibatch;
+    under ``torchrun`` each of N processes takes a contiguous 1/N of it).
+
+    Speed: ``amp`` -- bf16 autocast for the attack and the training step, on CUDA or the
+    CPU; evaluation stays fp32. On a CPU it pays only where the CPU has bf16 instructions
+    (:func:`cpu_has_bf16`: AVX512-BF16 or AMX): a LeNet PGD-10 minibatch took 0.51-0.57 x
+    the fp32 time on an EPYC with avx512_bf16 and 6.08 x on an AVX2-only EPYC, which
+    emulates bf16 (``data/benchmarks``); there :func:`train` says so in one warning.
+    ``channels_last`` -- model and batches in ``torch.channels_last`` memory format (4-D
+    image inputs; faster conv nets on tensor-core GPUs, the same results up to rounding).
+    ``augment`` -- ``"crop-flip"`` is the random crop of the 4-pixel zero-padded image and
+    the random horizontal flip every CIFAR-10 reference trains with
+    (:func:`~amata_lib.infra.data.crop_flip`), drawn per example and epoch from the
+    shuffling generator, so a resumed run stays exact; a maximizer with per-example
+    state gets the epoch's crops and flips through its ``follow_augmentation`` hook (see
+    :data:`FOLLOW_AUGMENTATION`), one without is refused. The test set is never augmented.
+
+    Robust test (after every ``eval_every`` epochs and after the last): PGD-``eval_steps``
+    with step ``eval_alpha`` (default :func:`~amata_lib.core.schedules.step_for`:
+    ``2.5 * eps / eval_steps``) and ``eval_restarts`` restarts, an example broken if any
+    iterate of any restart fools the model (:func:`~amata_lib.core.evaluation.pgd_accuracy`),
+    on the first ``eval_subset`` test examples (all when ``None``). Evaluation uses its own
+    RNG stream, so it does not change the training trajectory; under ``torchrun`` each
+    process tests its share and the counts are summed. ``detect_overfitting`` also
+    measures FGSM accuracy at each evaluation and flags catastrophic overfitting
+    (:func:`amata_lib.core.history.catastrophic_overfitting`): records gain ``fgsm_acc``
+    and ``catastrophic_overfitting`` (None on epochs without evaluation).
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_schedule: str = "constant"
+    batch_size: int = 128
+    amp: bool = False
+    channels_last: bool = False
+    augment: str = "none"
+    eval_steps: int = 20
+    eval_alpha: float | None = None
+    eval_restarts: int = 1
+    eval_subset: int | None = None
+    eval_every: int = 1
+    detect_overfitting: bool = False
+
+
+def _radius_and_length(schedule: Schedule | None, maximizer: Maximizer | None, eps: float | None,
+                       epochs: int | None) -> tuple[float, int]:
+    """The threat model's radius and the number of epochs, each from the one place that gives it."""
+    if schedule is not None and not isinstance(schedule, Schedule):
+        raise UserError(f"schedule must be a Schedule or None, got {schedule!r}")
+    if maximizer is not None and not isinstance(maximizer, Maximizer):
+        raise UserError(f"maximizer must be a Maximizer (amata_lib.core.maximizers), got {type(maximizer).__name__}")
+    attacking = maximizer is not None and not isinstance(maximizer, Clean)
+    if attacking and eps is not None and check_real("eps", eps, minimum=0, maximum=1) != maximizer.eps:
+        raise UserError(f"maximizer {type(maximizer).__name__} attacks with eps={maximizer.eps:g} but eps={eps:g} "
+                        f"was given too; give eps once (the maximizer's radius is the robust test's)")
+    if attacking:
+        eps = maximizer.eps
+    if eps is None:
+        raise UserError("eps (the L-infinity radius of the threat model) is needed: give eps, or a maximizer "
+                        "that carries it")
+    if schedule is not None and epochs is not None and check_strict_int("epochs", epochs) > schedule.epochs:
+        raise UserError(f"schedule covers {schedule.epochs} epochs but epochs={epochs}")
+    if epochs is None:
+        if schedule is None:
+            raise UserError("epochs is needed for ERM (schedule=None); with a schedule it is the schedule's")
+        epochs = schedule.epochs
+    return check_real("eps", eps, minimum=0, maximum=1), check_strict_int("epochs", epochs)
+
+
 def train(
     model: nn.Module,
     train_set: Dataset,
     test_set: Dataset,
     *,
-    epochs: int,
-    eps: float,
     schedule: Schedule | None = None,
     maximizer: Maximizer | None = None,
-    optimizer: str = "sgd",
-    lr: float = 0.05,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    lr_schedule: str = "constant",
-    batch_size: int = 128,
+    eps: float | None = None,
+    epochs: int | None = None,
+    options: TrainOptions | None = None,
     seed: int = 0,
     device: str | torch.device = "auto",
-    amp: bool = False,
-    channels_last: bool = False,
-    augment: str = "none",
-    eval_steps: int = 20,
-    eval_alpha: float | None = None,
-    eval_restarts: int = 1,
-    eval_subset: int | None = None,
-    eval_every: int = 1,
-    detect_overfitting: bool = False,
     checkpoint: str | os.PathLike | None = None,
     callback: Callback | None = None,
     progress: bool = False,
@@ -433,58 +363,30 @@ def train(
     train_set, test_set : Dataset
         Pairs ``(x, y)``; ``TensorDataset`` is fastest (held on the GPU when it fits).
         Tensor data are checked: pixels in [0, 1], integer labels the model can output.
-    epochs : int
-        Number of epochs T; the schedule must cover at least ``epochs``.
-    eps : float
-        L-infinity radius of the threat model (pixel units, at most 1), for training and the robust test.
     schedule : Schedule, optional
         Plan ``(K_t, alpha_t)`` per epoch; ``None`` trains on clean data (ERM).
     maximizer : Maximizer, optional
-        Inner maximizer (:class:`~amata_lib.maximizers.Maximizer`); defaults to
+        Inner maximizer (:class:`~amata_lib.core.maximizers.Maximizer`); defaults to
         :class:`PGDMaximizer` with ``eps`` (or :class:`Clean` for ERM). Each minibatch
-        goes to its :meth:`~amata_lib.maximizers.Maximizer.step`.
-    optimizer, lr, momentum, weight_decay, lr_schedule
-        Outer optimiser (``sgd`` or ``adam``) and its learning-rate schedule
-        (:func:`make_lr_schedule`): ``constant``, ``multistep`` and ``cosine`` change it
-        per epoch, ``cyclic`` (Wong et al.'s triangle, peak ``lr``) per minibatch.
-    batch_size, seed, device
-        Global minibatch size (under ``torchrun`` each of N processes takes a
-        contiguous 1/N of it); seed of shuffling and random starts (seed the weights'
-        init yourself before building the model); ``"auto"`` = cuda, then mps, then cpu.
-    amp : bool
-        bf16 autocast for the attack and the training step, on CUDA or the CPU; evaluation
-        stays fp32 (:mod:`amata_lib.evaluation` leaves autocast). On a CPU it pays only where
-        the CPU has bf16 instructions (:func:`cpu_has_bf16`: AVX512-BF16 or AMX): a LeNet
-        PGD-10 minibatch took 0.51-0.57 x the fp32 time on an EPYC with avx512_bf16, and
-        5.4 x the fp32 time on an AVX2-only EPYC, which emulates bf16 (measured here).
-    channels_last : bool
-        Model and batches in ``torch.channels_last`` memory format (4-D image inputs;
-        faster conv nets on tensor-core GPUs, same results up to rounding).
-    augment : {"none", "crop-flip"}
-        Training-data augmentation (tensor image data): ``"crop-flip"`` is the random
-        crop of the 4-pixel zero-padded image and the random horizontal flip every
-        CIFAR-10 reference trains with (:func:`~amata_lib.data.crop_flip`), drawn per
-        example and epoch from the shuffling generator, so a resumed run stays exact.
-        A maximizer that stores per-example state gets the epoch's crops and flips
-        through its ``follow_augmentation`` hook (see :data:`FOLLOW_AUGMENTATION`);
-        without one it is refused. The test set is never augmented.
-    eval_steps, eval_alpha, eval_restarts, eval_subset, eval_every
-        Robust test: PGD-``eval_steps`` (step ``eval_alpha``, default ``2.5 * eps / eval_steps``),
-        an example broken if any iterate of any restart fools the model
-        (:func:`~amata_lib.evaluation.pgd_accuracy`), on the first ``eval_subset`` test examples, every
-        ``eval_every`` epochs and after the last. Evaluation uses its own RNG stream, so
-        it does not change the training trajectory. Under ``torchrun`` each process
-        tests its share of the examples and the counts are summed.
-    detect_overfitting : bool
-        Also measure FGSM accuracy at each evaluation and flag catastrophic overfitting
-        (see :func:`amata_lib.history.catastrophic_overfitting`): records gain
-        ``fgsm_acc`` and ``catastrophic_overfitting`` (None on epochs without evaluation).
+        goes to its :meth:`~amata_lib.core.maximizers.Maximizer.step`.
+    eps : float, optional
+        L-infinity radius of the threat model (pixel units, at most 1), for training and
+        the robust test. Given once: by the maximizer when there is one (``eps`` may then
+        be left out, and must agree if given), else here.
+    epochs : int, optional
+        Number of epochs T: the schedule's by default (a smaller T stops early); needed for ERM.
+    options : TrainOptions, optional
+        Optimiser, learning-rate schedule, batch size, speed and evaluation settings
+        (:class:`TrainOptions`; its defaults when ``None``).
+    seed, device
+        Seed of shuffling and random starts (seed the weights' init yourself before
+        building the model); ``"auto"`` = cuda, then mps, then cpu.
     checkpoint : path, optional
         File written atomically after every epoch (by rank 0 only under ``torchrun``),
         together with the run's settings (:func:`run_settings`). If it exists at start,
         training resumes after its last epoch and ends where an uninterrupted run would
         -- but only if its settings match; otherwise, or if the file is damaged,
-        foreign or would run code, :class:`~amata_lib.errors.CheckpointError` says
+        foreign or would run code, :class:`~amata_lib.infra.errors.CheckpointError` says
         so. While training, ``checkpoint + ".lock"`` keeps a second process off the run.
     callback : callable, optional
         ``callback(record, model)`` after each epoch (on every process); returning ``True``
@@ -515,22 +417,29 @@ def train(
     gradient, to check that the model takes the data's shape and has an output per
     label. That forward pass is not counted in ``passes``.
     """
-    options = dict(epochs=epochs, eps=eps, optimizer=optimizer, lr=lr, momentum=momentum,
-                   weight_decay=weight_decay, lr_schedule=lr_schedule, batch_size=batch_size, seed=seed,
-                   amp=amp, channels_last=channels_last, augment=augment, eval_steps=eval_steps,
-                   eval_alpha=eval_alpha,
-                   eval_restarts=eval_restarts, eval_subset=eval_subset, eval_every=eval_every,
-                   detect_overfitting=detect_overfitting)
-    _check_arguments(epochs, eps, schedule, maximizer, options)
+    opts = TrainOptions() if options is None else options
+    if not isinstance(opts, TrainOptions):
+        raise UserError(f"options must be a TrainOptions, got {type(opts).__name__}")
+    eps, epochs = _radius_and_length(schedule, maximizer, eps, epochs)
+    options = dict(epochs=epochs, eps=eps, optimizer=opts.optimizer, lr=opts.lr, momentum=opts.momentum,
+                   weight_decay=opts.weight_decay, lr_schedule=opts.lr_schedule, batch_size=opts.batch_size,
+                   seed=seed, amp=opts.amp, channels_last=opts.channels_last, augment=opts.augment,
+                   eval_steps=opts.eval_steps, eval_alpha=opts.eval_alpha, eval_restarts=opts.eval_restarts,
+                   eval_subset=opts.eval_subset, eval_every=opts.eval_every,
+                   detect_overfitting=opts.detect_overfitting)
+    _check_arguments(schedule, maximizer, options)
     dev = select_device(device)
-    if amp and dev.type not in ("cuda", "cpu"):
+    if opts.amp and dev.type not in ("cuda", "cpu"):
         raise UserError(f"amp (bf16 autocast) needs a CUDA device or the CPU, got device={dev.type!r}")
+    if opts.amp and dev.type == "cpu" and not cpu_has_bf16():
+        warnings.warn("amp on this CPU: it has no bf16 instructions (avx512_bf16 or AMX), so bf16 is emulated "
+                      "and training runs several times slower than in fp32", RuntimeWarning, stacklevel=2)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     if maximizer is None:
         maximizer = Clean() if schedule is None else PGDMaximizer(eps)
-    _check_inputs(model, maximizer, train_set, test_set, batch_size, distributed.world_size(), channels_last,
-                  augment)
+    _check_inputs(model, maximizer, train_set, test_set, opts.batch_size, distributed.world_size(),
+                  opts.channels_last, opts.augment)
     settings = run_settings(model, train_set, test_set, schedule=schedule, maximizer=maximizer, **options)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     lock = RunLock(ckpt) if ckpt is not None and distributed.is_main() else None
@@ -572,7 +481,7 @@ def _train_locked(model: nn.Module, train_set: Dataset, test_set: Dataset, sched
     if o["augment"] != "none":
         maximizer.follow_augmentation(feed.augmentation)
     test_part = to_device(distributed.shard_dataset(subset(test_set, o["eval_subset"]), rank, world), dev)
-    eval_alpha = 2.5 * o["eps"] / o["eval_steps"] if o["eval_alpha"] is None else o["eval_alpha"]
+    eval_alpha = step_for(o["eps"], o["eval_steps"]) if o["eval_alpha"] is None else o["eval_alpha"]
     for t in range(len(history), epochs):
         probe_cost = (0.0, 0.0)
         if adaptive:
@@ -584,7 +493,7 @@ def _train_locked(model: nn.Module, train_set: Dataset, test_set: Dataset, sched
         if progress and distributed.is_main():
             from tqdm.auto import tqdm
             bar = tqdm(total=len(sizes), desc=f"epoch {t + 1}/{epochs}", leave=False)
-        totals = _run_epoch(run, feed, plan, sizes, amp=o["amp"], channels_last=o["channels_last"], bar=bar)
+        totals = run_epoch(run, feed, plan, sizes, amp=o["amp"], channels_last=o["channels_last"], bar=bar)
         if bar is not None:
             bar.close()
         if adaptive:  # the probe is training cost

@@ -34,10 +34,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ._checks import check_int, check_real
+from ..core.schedules import Plan, Schedule, check_range
+from ..infra.checks import check_int, check_real
+from ..infra.errors import UserError
 from .criterion import plan_value
-from .errors import UserError
-from .schedules import Plan, Schedule, check_range
 
 
 class Adaptive(Schedule):

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from . import distributed
-from ._checks import check_int, check_labels, check_pixels
+from .checks import check_int, check_labels, check_pixels
 from .errors import UserError
 
 DATASETS = ("digits", "mnist", "cifar10")
