@@ -19,6 +19,7 @@ from amata_lib.study.verdict import (
     bootstrap_interval,
     cost_to_target,
     derive_target,
+    format_per_seed,
     format_verdict,
     verdict,
 )
@@ -90,27 +91,102 @@ def test_cost_to_target_first_stay_warmup_and_never():
 
 def test_verdict_faster_and_within_the_papers_range():
     # Amata reaches 0.58 (= mean final 0.60 of the reference - 2 points) after 2 epochs of 45 passes,
-    # the reference after 2 epochs of 100: ratio 0.45 on every seed.
-    runs = {s: {"pgd": run([0.3, 0.6], 100, pgd=0.50 + s / 100),
-                "amata": run([0.3, 0.6], 45, pgd=0.51 + s / 100, steps=5)} for s in (0, 1, 2)}
+    # the reference after 2 epochs of 100: ratio 0.45 on every seed; the reference has converged.
+    runs = {s: {"pgd": run([0.3, 0.6, 0.6, 0.6], 100, pgd=0.50 + s / 100),
+                "amata": run([0.3, 0.6, 0.6, 0.6], 45, pgd=0.51 + s / 100, steps=5)} for s in (0, 1, 2)}
     v = verdict(PROTOCOL, runs)
     row = v["rows"]["amata"]
-    assert v["target"] == pytest.approx(0.58)
+    assert v["target"] == pytest.approx(0.58) and v["convergence"]["converged"]
     assert row["ratio"] == pytest.approx((0.45, 0.45, 0.45))
+    assert row["costs"]["time"]["ratio"] == pytest.approx(0.45)  # seconds beside passes
     assert (row["speed"], row["paper"]) == ("faster", "within the paper's range")
     assert row["pgd_diff"] == pytest.approx((0.01, 0.01, 0.01)) and row["robust"] == "as robust"
-    assert row["k_used"] == [5, 5] and row["reached"] == 3
+    assert row["k_used"] == [5, 5, 5, 5] and row["reached"] == 3
     text = format_verdict(v)
-    assert "target: robust accuracy 58.0%" in text and "0.45 [0.45, 0.45] -> faster" in text
+    assert "target: robust accuracy 58.0%" in text and "passes 0.45 [0.45, 0.45] -> faster" in text
+    assert "time 0.45 [0.45, 0.45] -> faster" in text and "-> converged" in text
 
 
-def test_verdict_slower_less_robust_and_missed_seeds():
-    runs = {s: {"pgd": run([0.6, 0.6], 100, pgd=0.5), "amata": run([0.3, 0.6], 100, pgd=0.4)} for s in (0, 1)}
-    runs[2] = {"pgd": run([0.6, 0.6], 100, pgd=0.5), "amata": run([0.3, 0.3], 100, pgd=0.4)}  # never reaches
-    row = verdict(PROTOCOL, runs)["rows"]["amata"]
-    assert row["reached"] == 2 and row["ratio"][0] == math.inf and row["ratio"][1] == 2.0
-    assert (row["speed"], row["paper"]) == ("slower", "slower than the paper's range")
-    assert row["robust"] == "less robust"
+def test_ert_and_per_seed_bounds_on_censored_histories():
+    """COCO's ERT: every run's cost (to the target, or its whole run) over the runs that got there; a seed
+    where one run never got there gives a bound, never 0 or inf posing as a ratio."""
+    from amata_lib.study.verdict import Ratio, ert, run_costs, seed_ratio
+
+    hit, miss = run([0.3, 0.6, 0.6], 100), run([0.3, 0.4, 0.5], 100)
+    assert run_costs(hit, 0.58) == (200, True) and run_costs(miss, 0.58) == (300, False)
+    assert ert([(200, True), (300, False), (100, True)]) == (300.0, "=")  # (200 + 300 + 100) / 2
+    assert ert([(300, False), (300, False)]) == (600, ">=")  # no hit: a lower bound
+    assert str(seed_ratio((50, True), (200, True))) == "0.25"
+    assert str(seed_ratio((50, True), (300, False))) == "<= 0.17"  # the reference's true cost is above 300
+    assert str(seed_ratio((300, False), (100, True))) == ">= 3.00"
+    assert str(seed_ratio((300, False), (300, False))) == "?" and Ratio(None, "?").ends() == (0.0, math.inf)
+    # three seeds: the reference misses in seed 2, Amata in none
+    runs = {s: {"pgd": run([0.3, 0.6, 0.6, 0.6], 100), "amata": run([0.3, 0.6, 0.6, 0.6], 50)} for s in (0, 1)}
+    runs[2] = {"pgd": run([0.3, 0.5, 0.5, 0.5], 100), "amata": run([0.3, 0.6, 0.6, 0.6], 50)}
+    p = dict(PROTOCOL, convergence={"min_reached": 2, "window": 2, "max_move": 0.01})
+    v = verdict(p, runs)
+    axis = v["rows"]["amata"]["costs"]["passes"]
+    target = v["target"]  # mean of 0.6, 0.6, 0.5 minus 2 points
+    assert target == pytest.approx(0.5467, abs=1e-4)
+    assert axis["ert"] == pytest.approx(100) and axis["ert_ref"] == pytest.approx((200 + 200 + 400) / 2)
+    assert axis["ratio"] == pytest.approx(0.25) and axis["ratio_kind"] == "="
+    assert [str(r) for r in axis["per_seed"]] == ["0.50", "0.50", "<= 0.25"]
+    assert axis["interval"] == (0.0, 0.5)  # 3 seeds: k = 1, the censored seed's far end is 0
+    assert "<= 0.25" in format_per_seed(v) and "> 400" in format_per_seed(v)
+
+
+def test_a_reference_that_did_not_converge_makes_every_speed_up_provisional():
+    runs = {s: {"pgd": run([0.3, 0.5, 0.6], 100), "amata": run([0.3, 0.6, 0.6], 45)} for s in (0, 1, 2)}
+    v = verdict(PROTOCOL, runs)  # the seed-mean still rose 10 points over its last 3 evaluations
+    assert not v["convergence"]["converged"] and "moved 30.0 points" in v["convergence"]["why"]
+    row = v["rows"]["amata"]
+    assert row["speed"] == "provisional" and all(a["speed"] == "provisional" for a in row["costs"].values())
+    text = format_verdict(v)
+    assert "provisional: the reference did not converge" in text and "faster" not in text
+    missed = {s: {"pgd": run([0.6, 0.6, 0.6] if s else [0.3, 0.3, 0.3], 100), "amata": run([0.6] * 3, 45)}
+              for s in (0, 1, 2)}
+    p = dict(PROTOCOL, convergence={"min_reached": 3})
+    conv = verdict(p, missed)["convergence"]
+    assert not conv["converged"] and "reached its own target in 2 of 3 seeds, the rule needs 3" in conv["why"]
+
+
+def test_sign_interval_levels_and_its_coverage_on_five_seeds():
+    """The exact sign interval holds its level where the percentile bootstrap did not (measured, not assumed)."""
+    from amata_lib.study.verdict import Ratio, sign_interval, sign_level, simulate_coverage
+
+    assert sign_level(5, 1) == pytest.approx(0.9375) and sign_level(10, 2) == pytest.approx(0.978515625)
+    ratios = [Ratio(v, "=") for v in (0.5, 0.4, 0.7, 0.6, 0.55)]
+    assert sign_interval(ratios) == (0.4, 0.7, 0.9375)
+    ten = [Ratio(v / 10, "=") for v in range(1, 11)]
+    assert sign_interval(ten) == (0.2, 0.9, pytest.approx(0.978515625))
+    for censor in (0.0, 0.2):
+        assert simulate_coverage("sign", n=5, censor=censor) >= 0.93
+        assert simulate_coverage("sign", n=10, censor=censor) >= 0.95
+    assert simulate_coverage("bootstrap", n=5, trials=400) < 0.85  # why the bootstrap was replaced
+
+
+def test_words_of_intervals():
+    from amata_lib.study.verdict import _robust_words, _speed_words
+
+    assert _speed_words(0.35, 0.45) == ("faster", "within the paper's range")
+    assert _speed_words(0.40, 0.60) == ("faster", "overlaps the paper's range")
+    assert _speed_words(0.20, 0.30)[1] == "faster than the paper's range"
+    assert _speed_words(0.40, math.inf) == ("no difference shown", "open interval: nothing on the paper's range")
+    assert _speed_words(1.1, 1.3) == ("slower", "slower than the paper's range")
+    assert _robust_words(-0.01, 0.015, 0.02) == "as robust"
+    assert _robust_words(0.03, 0.05, 0.02) == "more robust"
+    assert _robust_words(-0.01, 0.05, 0.02) == "not less robust"
+    assert _robust_words(-0.05, -0.03, 0.02) == "less robust"
+    assert _robust_words(-0.05, 0.01, 0.02) == "inconclusive"
+
+
+def test_results_of_uncommitted_code_are_marked():
+    runs = {s: {"pgd": run([0.3, 0.6, 0.6, 0.6], 100), "amata": run([0.3, 0.6, 0.6, 0.6], 45)} for s in (0, 1, 2)}
+    runs[1]["amata"]["provenance"] = {"git_commit": "abc", "library_dirty": True}
+    runs[2]["amata"]["provenance"] = {"git_commit": "abc+dirty"}
+    v = verdict(PROTOCOL, runs)
+    assert v["rows"]["amata"]["dirty_seeds"] == [1, 2] and v["rows"]["pgd"]["dirty_seeds"] == []
+    assert "[made by uncommitted library code: seeds [1, 2]]" in format_verdict(v)
 
 
 def test_verdict_names_missing_results():
