@@ -404,3 +404,20 @@ def test_a_shipped_lender_is_recorded_as_its_config_file(tmp_path):
     again = []
     assert run_experiment("digits-adaptive", log=again.append, **kwargs) == [path]
     assert any("done already" in line for line in again)
+
+
+def test_scorecard_verdicts_follow_the_evidence():
+    """The scorecard's words come from the verdicts by its rules: faster and as robust within the range holds,
+    a provisional reference gives provisional, a slower row is not reproduced."""
+    from amata_lib.study.scorecard import pmp_claim, speed_claim
+
+    good = {s: {"pgd-10": run([0.3, 0.6, 0.6, 0.6], 100), "amata-2-10": run([0.3, 0.6, 0.6, 0.6], 45)}
+            for s in (0, 1, 2)}
+    proto = dict(PROTOCOL, reference="pgd-10", compare=["amata-2-10"])
+    assert speed_claim({"x": verdict(proto, good)}, headline="x").verdict == "holds"
+    rising = {s: {"pgd-10": run([0.3, 0.5, 0.6], 100), "amata-2-10": run([0.3, 0.6, 0.6], 45)} for s in (0, 1, 2)}
+    assert speed_claim({"x": verdict(proto, rising)}, headline="x").verdict == "provisional"
+    slow = {s: {"pgd-10": run([0.3, 0.6, 0.6, 0.6], 100), "amata-2-10": run([0.3, 0.6, 0.6, 0.6], 150)}
+            for s in (0, 1, 2)}
+    assert speed_claim({"x": verdict(proto, slow)}, headline="x").verdict.startswith("not reproduced (slower")
+    assert pmp_claim().verdict == "holds"

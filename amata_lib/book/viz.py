@@ -165,7 +165,7 @@ def plot_protocol(runs: dict[int, dict[str, dict]], verdict: dict, *, colors: di
     with an earlier row's is dashed, so that neither hides the other.
     """
     rows = list(verdict["rows"])
-    colors = colors or {name: f"C{i}" for i, name in enumerate(rows)}
+    colors = colors or {name: method_color(name) for name in rows}
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     for name in rows:
         hist = [runs[s][name]["history"] for s in sorted(runs)]
@@ -205,7 +205,7 @@ def plot_at_a_glance(results: dict[str, dict], *, colors: dict[str, str] | None 
     missing = [name for name, r in results.items() if not r.get("history")]
     if missing:
         raise UserError(f"results {missing} have no per-epoch history")
-    colors = colors or {name: f"C{i}" for i, name in enumerate(results)}
+    colors = colors or {name: method_color(name) for name in results}
     fig, (kx, px, rx) = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
     ax2 = kx.twinx()
     for name, result in results.items():
@@ -232,4 +232,76 @@ def plot_at_a_glance(results: dict[str, dict], *, colors: dict[str, str] | None 
               bbox_to_anchor=(0.5, -0.2))  # below the panel: inside, it would hide a step
     if title:
         fig.suptitle(title)
+    return fig
+
+
+# ----------------------------------------------------------------------------- one palette for the book
+
+PALETTE: dict[str, str] = {
+    "pgd-10": "#1f77b4", "amata": "#ff7f0e", "pgd-2": "#2ca02c", "pgd-2-fixed": "#d62728", "pgd-20": "#9467bd",
+    "pgd-40": "#8c564b", "n-fgsm": "#e377c2", "fast": "#7f7f7f", "free": "#bcbd22", "yopo": "#17becf",
+    "atta": "#aec7e8", "adaptive": "#98df8a", "adaptive-monotone": "#ffbb78", "fosc": "#c5b0d5",
+    "fat": "#c49c94", "erm": "#000000", "pgd-1": "#f7b6d2", "toy": "#555555", "amata-2": "#ffbb78",
+}
+"""One colour per method across every chapter: :func:`method_color` maps a row's name onto these keys."""
+
+
+def method_color(name: str) -> str:
+    """The book's colour of a method, from a row or label name: ``"amata-2-10"``, ``"Amata(2, 10)"``, ``"PGD-10"``.
+
+    Names are lower-cased and ``(2, 10)`` becomes ``-2-10``; an exact key wins, then the
+    method family (``amata*`` is Amata, ``pgd-10-travel`` is PGD-10, Amata+ variants such as
+    ``amata-free-2-4`` take their base method's colour); anything else is grey.
+    """
+    key = name.lower().replace("(", "-").replace(")", "").replace(", ", "-").replace(" ", "-").strip("-")
+    if key in PALETTE:
+        return PALETTE[key]
+    for family in ("n-fgsm", "adaptive-monotone", "adaptive", "free", "fast", "yopo", "atta", "fosc", "fat", "erm"):
+        if family in key:
+            return PALETTE[family]
+    if key.startswith("amata"):
+        return PALETTE["amata"]
+    for pgd in ("pgd-2-fixed", "pgd-10", "pgd-20", "pgd-40", "pgd-2", "pgd-1"):
+        if key.startswith(pgd) or key.endswith(pgd.removeprefix("pgd")) and key.startswith("k-"):
+            return PALETTE[pgd]
+    return "#999999"
+
+
+def plot_forest(verdicts: dict[str, dict], *, measure: str | None = None, title: str = "") -> Figure:
+    """Per-seed cost ratios and their intervals for every compared row of several verdicts (a forest plot).
+
+    ``verdicts[label]`` are :func:`amata_lib.study.verdict.verdict` results. One line per
+    row: its per-seed ratios as dots (a bound as a triangle pointing where the true value
+    lies, an unknown seed as nothing), the sign interval as a bar (open ends run to the
+    edge), and the ERT ratio as a diamond (a bound as a triangle). Log scale; the grey
+    band is the paper's [1/3, 1/2], the dotted line a ratio of 1.
+    """
+    lines = [(label, name, row) for label, v in verdicts.items() for name, row in v["rows"].items() if "costs" in row]
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(lines) + 1.4))
+    lo_edge, hi_edge = 0.05, 20.0
+    ax.axvspan(1 / 3, 1 / 2, color="#dddddd", zorder=0, label="the paper's claim [1/3, 1/2]")
+    ax.axvline(1.0, color="k", ls=":", lw=1)
+    for i, (label, name, row) in enumerate(reversed(lines)):
+        y = i
+        axis = row["costs"][measure or verdicts[label]["protocol"]["measure"]]
+        color = method_color(name)
+        lo, hi = axis["interval"]
+        ax.plot([max(lo, lo_edge), min(hi, hi_edge)], [y, y], color=color, lw=3, alpha=0.6, solid_capstyle="butt")
+        for r in axis["per_seed"]:
+            if r.kind == "?":
+                continue
+            marker = {"=": "o", "<=": "<", ">=": ">"}[r.kind]
+            ax.plot(min(max(r.value, lo_edge), hi_edge), y + 0.18, marker=marker, color=color, ms=4, ls="none")
+        if axis["ratio_kind"] != "?":
+            marker = {"=": "D", "<=": "<", ">=": ">"}[axis["ratio_kind"]]
+            ax.plot(min(max(axis["ratio"], lo_edge), hi_edge), y, marker=marker, color="k", ms=6, ls="none")
+    ax.set_yticks(range(len(lines)))
+    ax.set_yticklabels([f"{label}: {name}" for label, name, _ in reversed(lines)], fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlim(lo_edge, hi_edge)
+    ax.set_xlabel("cost to the target / the reference's (dots: seeds; bar: sign interval; diamond: ERT ratio)")
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
     return fig
