@@ -1,6 +1,6 @@
 """Command line: ``python -m amata_lib {train,schedule,show,experiment} ...`` (``--help`` on each).
 
-A mistake the user can fix (:class:`~amata_lib.errors.UserError`: a bad option, file,
+A mistake the user can fix (:class:`~amata_lib.infra.errors.UserError`: a bad option, file,
 config or checkpoint) is printed as one line and exits with status 2; anything else
 is a bug and keeps its traceback.
 """

@@ -485,7 +485,7 @@ def experiment_runs(name: str, *, train_subset: int | None = None, epochs: int |
 
 
 def experiment_verdict(name: str, **kwargs: Any) -> dict:
-    """The verdict of experiment ``name``'s protocol on its stored results (:func:`amata_lib.verdict.verdict`).
+    """The verdict of experiment ``name``'s protocol on its stored results (:func:`amata_lib.study.verdict.verdict`).
 
     ``kwargs`` are those of :func:`experiment_runs` (overrides and ``out_dir``).
     """

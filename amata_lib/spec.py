@@ -87,7 +87,7 @@ def defaults(method: str, eps: float, **given: Any) -> dict:
 
 
 def make_schedule(method: str, epochs: int, **params: Any) -> Schedule | None:
-    """The schedule of ``method`` (a key of :data:`METHOD_PARAMS`) over ``epochs``; ``None`` for ERM.
+    """The schedule of ``method`` (a key of ``METHOD_PARAMS``) over ``epochs``; ``None`` for ERM.
 
     ``pgd``/``constant`` take ``k`` and ``alpha``; ``amata``/``exponential`` take
     ``k_min``, ``k_max``, ``tau`` and optionally ``rounding``; ``step`` takes ``stages``
@@ -393,8 +393,8 @@ def run(spec: RunSpec | dict, *, datasets: tuple[Dataset, Dataset] | None = None
     ----------
     spec : RunSpec or dict
         The run (a dict is validated into a :class:`RunSpec`).
-    datasets : (train_set, test_set), optional
-        The loaded data set (else loaded from ``spec.dataset`` with ``data_path``,
+    datasets : tuple of Dataset, optional
+        The loaded ``(train_set, test_set)`` (else loaded from ``spec.dataset`` with ``data_path``,
         ``data_root``, ``download``); ``spec.train_subset`` is applied here.
     device, checkpoint, progress
         As for :func:`~amata_lib.core.training.train`.
@@ -403,6 +403,8 @@ def run(spec: RunSpec | dict, *, datasets: tuple[Dataset, Dataset] | None = None
     log : callable, optional
         Receives one line per epoch (and the warm-up's, and a resume's), prefixed with the row's name.
 
+    Notes
+    -----
     The model is built after ``torch.manual_seed(spec.seed)``, so its initial weights are
     the seed's; the warm-up (``spec.warmup``) is ERM at a constant rate on the same
     seed, tested on 100 images, and its passes and seconds are returned in ``warmup``.

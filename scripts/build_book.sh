@@ -5,7 +5,10 @@
 #   PYTHON=/path/to/python bash scripts/build_book.sh
 #
 # Steps: copy MathJax 3 from the installed Python wheel (scripts/vendor_assets.py,
-# idempotent, checked file by file against the npm release), then
+# idempotent, checked file by file against the npm release); make the download
+# files, the source archive (git archive of HEAD; skipped with one line when there
+# is no .git) and the library's wheel (scripts/site_downloads.py, a few seconds),
+# which land in _build/html/downloads/; then
 # `jupyter-book build . -W -n --keep-going`: any Sphinx warning fails the build.
 # The chapters are NOT executed here (execute_notebooks: "off" in _config.yml):
 # the pages show the outputs stored in book/*.ipynb, the same outputs that
@@ -36,6 +39,7 @@ fi
 export PATH="$(dirname "$PY"):$PATH"
 
 "$PY" "$ROOT/scripts/vendor_assets.py"
+"$PY" "$ROOT/scripts/site_downloads.py"
 
 JB=("$PY" -c 'import sys; from jupyter_book.cli.main import main; sys.argv[0] = "jupyter-book"; sys.exit(main())')
 echo "build_book: $("${JB[@]}" --version 2>/dev/null | tr '\n' ' ' || true)"
@@ -53,6 +57,10 @@ if [[ $rc -ne 0 ]]; then
 fi
 if [[ ! -f "$ROOT/_build/html/_static/mathjax/tex-mml-chtml.js" ]]; then
   echo "build_book: FAILED: MathJax was not copied to _build/html/_static/mathjax" >&2
+  exit 1
+fi
+if ! ls "$ROOT"/_build/html/downloads/amata_lib-*.whl >/dev/null 2>&1; then
+  echo "build_book: FAILED: the wheel was not copied to _build/html/downloads" >&2
   exit 1
 fi
 echo "build_book: OK in $((end - start)) s -> _build/html/index.html"

@@ -21,6 +21,16 @@ K_t list, the alpha_t values, the cost ratio, the summary line and the
 tau-below-eps warning the page shows are those :func:`amata_lib.explorer.explore`
 computes in Python for the same settings.
 
+The code that comes with the book: "Get the code" (``book/get_the_code.html``) links
+every file of ``_build/html/downloads/`` that ``scripts/site_downloads.py`` made (the
+source archive, the wheel, SHA256SUMS), each downloads from the local server with the
+size and SHA-256 of its ``manifest.json``, and the archive and the wheel hold no file
+that .gitignore ignores; a rendered source page of ``sphinx.ext.viewcode``
+(``_modules/amata_lib/core/schedules.html``) renders offline like a page of the book, with
+line numbers and the anchor the API reference's ``[source]`` link points to, and every
+``{source}`` link of the book reaches an existing page and anchor; and with
+``repository.url`` empty in ``_config.yml`` no page shows a launch button (Binder, Colab).
+
 The pages are served over http://127.0.0.1 rather than file:// because
 Chromium refuses web fonts (MathJax's woff files) from file:// pages.
 
@@ -39,19 +49,24 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import hashlib
 import http.server
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
+import urllib.request
+import zipfile
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import pytest
 
@@ -420,7 +435,13 @@ def test_page_renders_offline(page, browser, server):
     shot = Path(shot_dir) / f"book_{page.stem}.png" if shot_dir else None
     rep = check_page(browser, server.url(page), screenshot=shot)
     name = page.relative_to(HTML).as_posix()
+    assert_renders_offline(rep, name, server)
+    if page.name == "intro.html":
+        assert rep["n_mjx"] > 0, "intro.html should show typeset math (Eq. 1) but has no mjx-container"
 
+
+def assert_renders_offline(rep: PageReport, name: str, server: LocalServer) -> None:
+    """What every page must show: (a) math typeset, (b) images loaded, (c) nothing from outside the book."""
     assert rep["status"] == "ok", f"{name}: {rep['status']}"
     # (c) nothing outside the book, and nothing local missing
     external = [u for u in rep["requests"] if not is_inside_book(u, server.base)]
@@ -437,10 +458,161 @@ def test_page_renders_offline(page, browser, server):
     assert not rep["merrors"], f"{name}: MathJax TeX errors: {rep['merrors']}"
     assert rep["n_mjx"] >= rep["n_math"], f"{name}: {rep['n_math']} math elements, {rep['n_mjx']} typeset"
     assert not rep["raw_tex"], f"{name}: raw TeX left in the visible text: {rep['raw_tex']}"
-    if page.name == "intro.html":
-        assert rep["n_mjx"] > 0, "intro.html should show typeset math (Eq. 1) but has no mjx-container"
     # (b) images
     assert not rep["broken_images"], f"{name}: images that did not load: {rep['broken_images']}"
+
+
+# --------------------------------------------------------------------------- the code in the site
+GET_THE_CODE = HTML / "book" / "get_the_code.html"
+DOWNLOADS = HTML / "downloads"
+VIEWCODE_PAGE = HTML / "_modules" / "amata_lib" / "core" / "schedules.html"
+# never in the source archive, whatever .gitignore says (it ignores them all)
+NEVER_SHIPPED = re.compile(r"(^|/)(\.venv|_build|\.build|__pycache__|\.pytest_cache|\.jupyter_cache|node_modules)/"
+                           r"|(^|/)data/mnist|\.egg-info/|\.pyc$")
+LAUNCH_JS = r"""
+Array.from(document.querySelectorAll(
+  '.dropdown-launch-buttons, a[href*="mybinder.org"], a[href*="colab.research.google.com"], ' +
+  'a[href*="/hub/user-redirect/"], a[href*="deepnote.com"], .thebe-launch-button'))
+  .map(e => e.outerHTML.slice(0, 120))
+"""
+LINKS_JS = r"""
+Array.from(document.querySelectorAll('a[href]')).map(a => ({href: a.href, cls: a.className,
+                                                            text: a.textContent.trim()}))
+"""
+
+
+def _manifest() -> dict:
+    path = DOWNLOADS / "manifest.json"
+    if not path.is_file():
+        _skip(f"{path.relative_to(ROOT)} not built (scripts/site_downloads.py, run by `make book`)")
+    return json.loads(path.read_text())
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=PAGE_TIMEOUT_S) as reply:
+        assert reply.status == 200, f"{url}: HTTP {reply.status}"
+        return reply.read()
+
+
+def _ignored_by_git(paths: list[str]) -> list[str]:
+    """Those of ``paths`` that the repository's .gitignore ignores (none checked without git)."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists() or not paths:
+        return []
+    res = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "--stdin"],
+                         input="\n".join(paths) + "\n", capture_output=True, text=True)
+    return res.stdout.split()
+
+
+def test_get_the_code_links_every_download(browser, server):
+    if not GET_THE_CODE.is_file():
+        _skip(f"{GET_THE_CODE.relative_to(ROOT)} not built")
+    manifest = _manifest()
+    with open_tab(browser, server.url(GET_THE_CODE)) as (session, start):
+        links = browser.evaluate(session, LINKS_JS)
+        text = browser.evaluate(session, "document.body.innerText")
+    linked = {unquote(urlsplit(a["href"]).path).rsplit("/", 1)[-1]: a["href"] for a in links
+              if "amata-download" in a["cls"].split()}
+    files = manifest["files"]
+    assert set(files) == {"source", "wheel", "sums"}
+    for key, entry in files.items():
+        if "skipped" in entry:
+            assert key == "source" and f"not in this build: {entry['skipped']}" in text
+            continue
+        assert entry["name"] in linked, f"Get the code does not link {entry['name']}: {sorted(linked)}"
+        url = linked[entry["name"]]
+        assert url.startswith(server.base + "downloads/"), url
+        assert (DOWNLOADS / entry["name"]).is_file()
+        data = _fetch(url)
+        assert len(data) == entry["bytes"] and hashlib.sha256(data).hexdigest() == entry["sha256"], entry["name"]
+    sums = _fetch(server.base + "downloads/SHA256SUMS").decode().splitlines()
+    assert sorted(sums) == sorted(f"{f['sha256']}  {f['name']}" for k, f in files.items()
+                                  if k != "sums" and "name" in f)
+    for command in ("pip install amata_lib-*.whl", "make book", "make test", "python -m amata_lib --help",
+                    "data/mnist/"):
+        assert command in text, f"Get the code does not say {command!r}"
+
+
+def test_the_archive_and_the_wheel_hold_only_what_git_tracks(server):
+    manifest = _manifest()
+    wheel = manifest["files"]["wheel"]
+    with zipfile.ZipFile(io.BytesIO(_fetch(server.base + "downloads/" + quote(wheel["name"])))) as zf:
+        names = zf.namelist()
+        meta = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert wheel["name"].startswith(f"amata_lib-{manifest['version']}-") and wheel["name"].endswith(".whl")
+    assert f"Version: {manifest['version']}" in meta and "Name: amata_lib" in meta
+    assert {"amata_lib/__init__.py", "amata_lib/core/schedules.py", "amata_lib/book/explorer.js"} <= set(names)
+    assert any(n.startswith("amata_lib/configs/") and n.endswith(".json") for n in names)
+    assert all(n.startswith(("amata_lib/", "amata_lib-")) and not NEVER_SHIPPED.search(n) for n in names)
+    source = manifest["files"]["source"]
+    if "skipped" in source:
+        return
+    with tarfile.open(fileobj=io.BytesIO(_fetch(server.base + "downloads/" + quote(source["name"])))) as tar:
+        members = [m.name for m in tar.getmembers() if m.isfile()]
+    prefix = source["name"].removesuffix(".tar.gz") + "/"
+    assert members and all(m.startswith(prefix) for m in members)
+    inside = [m[len(prefix):] for m in members]
+    assert {"Makefile", "pyproject.toml", "_config.yml", "amata_lib/__init__.py", "book/intro.ipynb"} <= set(inside)
+    assert not [m for m in inside if NEVER_SHIPPED.search(m)]
+    assert not _ignored_by_git(inside), _ignored_by_git(inside)
+
+
+def test_a_rendered_source_page(browser, server):
+    if not VIEWCODE_PAGE.is_file():
+        _skip(f"{VIEWCODE_PAGE.relative_to(ROOT)} not built (sphinx.ext.viewcode)")
+    rep = check_page(browser, server.url(VIEWCODE_PAGE))
+    assert_renders_offline(rep, VIEWCODE_PAGE.relative_to(HTML).as_posix(), server)
+    with open_tab(browser, server.url(VIEWCODE_PAGE)) as (session, start):
+        seen = browser.evaluate(session, r"""({
+          h1: Array.from(document.querySelectorAll('h1')).map(h => h.textContent.trim()),
+          code: document.querySelector('.highlight pre').textContent,
+          linenos: document.querySelectorAll('.highlight .linenos').length,
+          amata: !!document.getElementById('Amata'),
+          back: Array.from(document.querySelectorAll('#Amata a.viewcode-back')).map(a => a.href),
+        })""")
+    assert "Source code for amata_lib.core.schedules" in seen["h1"], seen["h1"]
+    source = (ROOT / "amata_lib" / "core" / "schedules.py").read_text()
+    assert "class Amata(_Annealed):" in seen["code"]
+    assert seen["linenos"] == len(source.splitlines()), "the rendered source has one line number per line"
+    assert seen["amata"] and seen["back"] and "api_core.html#amata_lib.core.schedules.Amata" in seen["back"][0]
+    api = (HTML / "book" / "api_core.html").read_text()
+    assert 'href="../_modules/amata_lib/core/schedules.html#Amata"' in api, "no [source] link to Amata"
+
+
+def test_every_module_has_a_rendered_source_and_every_source_link_lands():
+    if not (HTML / "_modules").is_dir():
+        _skip("_build/html/_modules not built")
+    modules = sorted((ROOT / "amata_lib").rglob("*.py"))
+    for path in modules:
+        rel = path.relative_to(ROOT).with_suffix("")
+        page = HTML / "_modules" / (rel.parent if rel.name == "__init__" else rel).with_suffix(".html")
+        assert page.is_file(), f"no rendered source of {path.relative_to(ROOT)} ({page.relative_to(HTML)})"
+    links = 0
+    for page in sorted((HTML / "book").glob("*.html")):
+        for href in re.findall(r'<a class="amata-source[^"]*" href="([^"]+)"', page.read_text()):
+            links += 1
+            target, _, anchor = urljoin(page.relative_to(HTML).as_posix(), href).partition("#")
+            landed = HTML / target
+            assert landed.is_file(), f"{page.name}: {href} does not exist"
+            if anchor:
+                assert f'id="{anchor}"' in landed.read_text(), f"{page.name}: {href} has no anchor {anchor}"
+    assert links >= 5  # Get the code's and the API reference's
+
+
+def test_no_launch_button_without_a_repository_url(browser, server):
+    yaml = pytest.importorskip("yaml")
+    url = ((yaml.safe_load((ROOT / "_config.yml").read_text()) or {}).get("repository") or {}).get("url") or ""
+    if url:
+        pytest.skip(f"repository.url is set ({url}): the launch buttons are meant to show")
+    if not PAGES:
+        _skip("no pages under _build/html/book/")
+    for page in [*PAGES, *sorted((HTML / "_modules").rglob("*.html"))]:
+        html = page.read_text()
+        assert "dropdown-launch-buttons" not in html and "mybinder.org" not in html \
+            and "colab.research.google.com" not in html, f"{page.relative_to(HTML)} shows a launch button"
+    with open_tab(browser, server.url(EXPLORER_PAGE)) as (session, start):  # a chapter, as the browser shows it
+        assert browser.evaluate(session, LAUNCH_JS) == []
+        header = browser.evaluate(session, "document.querySelector('.article-header-buttons').innerText")
+    assert "Binder" not in header and "Colab" not in header and "Launch" not in header
 
 
 # --------------------------------------------------------------------------- chapter 2's kernel-free explorer

@@ -8,7 +8,7 @@ a Python kernel); :func:`static_explorer_html` is the kernel-free counterpart fo
 HTML book: the same arithmetic in JavaScript, a file shipped with the package
 (``explorer.js``), which the browser test checks against the library.
 
-Shapes are looked up in the :data:`SHAPES` registry, so a new shape (for example
+Shapes are looked up in the ``SHAPES`` registry, so a new shape (for example
 the optimal-control schedule of the PMP chapter) is added with
 ``SHAPES["optimal"] = builder`` without touching any function here. A builder is
 called as ``builder(k_min=..., k_max=..., tau=..., epochs=...)`` and returns a
@@ -82,7 +82,7 @@ def build_schedule(shape: str = "linear", *, k_min: int = 2, k_max: int = 10, ta
     Parameters
     ----------
     shape : str
-        A key of :data:`SHAPES`: ``"constant"`` (PGD-K_max), ``"linear"`` (Amata),
+        A key of ``SHAPES``: ``"constant"`` (PGD-K_max), ``"linear"`` (Amata),
         ``"exponential"``, ``"step"``, or any shape registered later.
     k_min, k_max : int
         Smallest and largest number of PGD steps, ``1 <= k_min <= k_max``.
@@ -297,7 +297,7 @@ def _slider(prefix: str, name: str, label: str, value: float, shown: str,
 
 
 def _sliders(prefix: str, shape: str, values: dict[str, float]) -> str:
-    """The shape slider (an index into :data:`STATIC_SHAPES`) and one slider per number."""
+    """The shape slider (an index into ``STATIC_SHAPES``) and one slider per number."""
     shape_bounds = (0, len(STATIC_SHAPES) - 1, 1)
     out = [_slider(prefix, "shape", "shape", STATIC_SHAPES.index(shape), _STATIC_LABELS[shape], shape_bounds)]
     for name, value in values.items():
@@ -323,7 +323,7 @@ def static_explorer_html(shape: str = "linear", *, k_min: int = 2, k_max: int = 
     """A self-contained HTML snippet: the schedule explorer as sliders and inline JavaScript, no kernel.
 
     It shows what :func:`explore` and :func:`plot_exploration` show for the settings of
-    the sliders (shape, K_min, K_max, tau, eps, T; the ranges of :data:`SLIDER_RANGES`):
+    the sliders (shape, K_min, K_max, tau, eps, T; the ranges of ``SLIDER_RANGES``):
     an inline SVG of the K_t staircase, alpha_t against eps and the cumulative passes
     against PGD-K_max, the line of :func:`summary`, the tau-below-eps warning of
     :func:`explore` and the lists of K_t and alpha_t. The JavaScript repeats the arithmetic
@@ -333,8 +333,8 @@ def static_explorer_html(shape: str = "linear", *, k_min: int = 2, k_max: int = 
     library's. Nothing is loaded from elsewhere (no CDN, no file), and the output is the
     same on every call.
 
-    Only the shapes of :data:`STATIC_SHAPES` are offered: the ``"optimal"`` shape of
-    :data:`SHAPES` (and any shape registered later) is computed in Python, the optimal one
+    Only the shapes of ``STATIC_SHAPES`` are offered: the ``"optimal"`` shape of
+    ``SHAPES`` (and any shape registered later) is computed in Python, the optimal one
     from the PMP solution that :mod:`amata_lib.study.control` derives with sympy, and has no
     JavaScript counterpart; it stays in :func:`schedule_explorer`.
 
@@ -347,7 +347,7 @@ def static_explorer_html(shape: str = "linear", *, k_min: int = 2, k_max: int = 
     Parameters
     ----------
     shape : str
-        The starting shape, one of :data:`STATIC_SHAPES`.
+        The starting shape, one of ``STATIC_SHAPES``.
     k_min, k_max, tau, eps, epochs : int or float
         The starting settings, as for :func:`build_schedule`; each must be a position of its slider.
     prefix : str
@@ -363,7 +363,7 @@ def static_explorer_html(shape: str = "linear", *, k_min: int = 2, k_max: int = 
     Raises
     ------
     UserError
-        Settings :func:`build_schedule` rejects, a shape outside :data:`STATIC_SHAPES`, a
+        Settings :func:`build_schedule` rejects, a shape outside ``STATIC_SHAPES``, a
         value off its slider, or a bad ``prefix``.
     """
     result = explore(build_schedule(shape, k_min=k_min, k_max=k_max, tau=tau, eps=eps, epochs=epochs),

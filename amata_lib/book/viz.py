@@ -160,7 +160,7 @@ def plot_protocol(runs: dict[int, dict[str, dict]], verdict: dict, *, colors: di
     """Robust accuracy against training passes (mean over seeds, band = lowest to highest seed), and K_t per epoch.
 
     ``runs[seed][row]`` are stored results and ``verdict`` is
-    :func:`amata_lib.verdict.verdict` of them; the target is the dashed line. Passes
+    :func:`amata_lib.study.verdict.verdict` of them; the target is the dashed line. Passes
     include the shared warm-up (as the cost to target does). A K_t line that coincides
     with an earlier row's is dashed, so that neither hides the other.
     """
@@ -195,7 +195,7 @@ def plot_at_a_glance(results: dict[str, dict], *, colors: dict[str, str] | None 
                      title: str = "") -> Figure:
     """Amata at a glance from stored runs: K_t and alpha_t per epoch, cumulative passes, robust accuracy against time.
 
-    ``results[row]`` are stored results (:func:`amata_lib.results.load_run`) of one seed
+    ``results[row]`` are stored results (:func:`amata_lib.infra.results.load_run`) of one seed
     with per-epoch histories, e.g. PGD-10 and Amata of ``mnist-verdict-10k``. Passes and
     seconds include a shared clean warm-up when the run's report records one; seconds
     exclude evaluation (as the trainer measures them).

@@ -48,7 +48,7 @@ def pgd_broken(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     some point is frozen there (it leaves the batch: no further passes) and counts as
     broken, even if later steps would have led back to the right class. The check of
     ``x^k`` uses the logits of the gradient pass at ``x^k``
-    (:func:`~amata_lib.attacks.pgd_iterates` with ``stop``), so only the last iterate
+    (:func:`~amata_lib.core.attacks.pgd_iterates` with ``stop``), so only the last iterate
     costs one extra forward pass, for the examples not yet broken. Call it in the mode
     you evaluate in (:func:`pgd_accuracy` uses ``eval()``).
 
@@ -236,7 +236,7 @@ def autoattack_accuracy(model: nn.Module, dataset: Dataset, *, eps: float, n: in
         ``"standard"``: APGD-CE, targeted APGD-DLR, targeted FAB, Square (5000 queries);
         ``"custom"`` runs only ``attacks`` (e.g. ``["apgd-ce"]``), each with one restart
         as in the standard version.
-    attacks : sequence of str, optional
+    attacks : list of str, optional
         Attack names of the package ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t",
         "fab-t"); required for ``version="custom"`` and only then.
     seed : int
@@ -244,6 +244,8 @@ def autoattack_accuracy(model: nn.Module, dataset: Dataset, *, eps: float, n: in
     batch_size : int
         Examples per attack batch.
 
+    Notes
+    -----
     Warnings from AutoAttack's own checks (e.g. zero gradients, randomised or dynamic
     defence) are re-issued as :class:`RuntimeWarning`; the model's mode and parameter
     gradients are left as they were.

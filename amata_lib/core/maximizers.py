@@ -1,11 +1,11 @@
-"""Inner maximizers: given a clean batch and an epoch's :class:`~amata_lib.schedules.Plan`,
+"""Inner maximizers: given a clean batch and an epoch's :class:`~amata_lib.core.schedules.Plan`,
 produce the batch that the outer (parameter) step trains on -- and take that step.
 
 The trainer combines a schedule (which plan, when) with a :class:`Maximizer` (how to
 use the plan). A maximizer's one entry point per minibatch is :meth:`Maximizer.step`:
 by default it attacks in ``eval()`` mode (:meth:`Maximizer.perturb`), then takes one
 cross-entropy step in ``train()`` mode, and returns the loss and the passes it spent.
-Methods that interleave attack and training (Free, YOPO in :mod:`amata_lib.plus`)
+Methods that interleave attack and training (Free, YOPO in :mod:`amata_lib.methods`)
 override :meth:`~Maximizer.step` itself. ERM is the maximizer that returns the clean batch.
 
 A new method is a subclass that overrides one or two methods::
@@ -130,7 +130,7 @@ class Maximizer:
         """Receive, once before augmented training, ``current()`` -> the epoch's crops and flips.
 
         Methods with per-example state set ``follows_augmentation = True`` and keep
-        ``current`` (see :data:`amata_lib.training.FOLLOW_AUGMENTATION`); the default ignores it.
+        ``current`` (see :data:`amata_lib.core.training.FOLLOW_AUGMENTATION`); the default ignores it.
         """
 
     def check_model(self, model: nn.Module) -> None:
@@ -194,7 +194,7 @@ class PGDMaximizer(Maximizer):
 class EarlyStopPGD(Maximizer):
     """PGD on the engine of :mod:`amata_lib.core.attacks`, in which each example leaves the batch on a rule.
 
-    Subclasses implement :meth:`stop` (``Iterate -> bool mask`` over the moving
+    Subclasses implement ``stop`` (``Iterate -> bool mask`` over the moving
     examples: which stop before iteration ``it.k``'s step, ``k`` from 0) and may override
     :meth:`reset` (per-call state from the start point) and :meth:`attacker_step` (the
     step, e.g. FAT's noise). After a call, :meth:`passes` gives the work spent: each
@@ -374,6 +374,8 @@ class FATMaximizer(EarlyStopPGD):
         projection (their ``omega``, default 0.001): ``x + alpha * sign(g) + omega * N(0, 1)``;
         ``0`` gives plain PGD steps.
 
+    Notes
+    -----
     Remaining differences (original | ours | why), zjfheart/Friendly-Adversarial-Training
     ``earlystop.py``, ``FAT.py``:
 

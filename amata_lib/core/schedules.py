@@ -2,7 +2,7 @@
 
 A schedule only decides hyper-parameters; it does not attack or train. The trainer
 asks ``schedule(t)`` at the start of epoch ``t`` and hands the :class:`Plan` to an
-inner maximizer (:mod:`amata_lib.maximizers`). Amata is one schedule among others,
+inner maximizer (:mod:`amata_lib.core.maximizers`). Amata is one schedule among others,
 so the same mechanism can anneal any maximizer whose effort is set by a step count.
 
 Cost model: with a plan of ``K`` ascent steps one minibatch costs ``K + 1``
@@ -30,7 +30,7 @@ from ..infra.errors import UserError
 
 ROUNDINGS = ("round", "floor", "ceil")
 TRAVEL_PER_EPS = 2.5
-"""Madry et al.'s rule: the inner steps of one plan travel ``2.5 * eps`` in all (``K * alpha``)."""
+"""By Madry et al.'s rule the inner steps of one plan travel ``2.5 * eps`` in all (``K * alpha``)."""
 
 
 def travel(eps: float) -> float:
@@ -65,7 +65,7 @@ class Plan:
 
     @property
     def passes(self) -> int:
-        """Forward+backward passes per minibatch: K inner steps plus one outer update."""
+        """Forward+backward passes per minibatch, K inner steps plus one outer update."""
         return self.steps + 1
 
 

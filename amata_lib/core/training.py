@@ -1,9 +1,9 @@
 """Adversarial training driven by a schedule (which plan in which epoch) and an inner maximizer.
 
 Algorithm 1 of the paper in three short functions: the schedule gives epoch ``t``'s
-plan ``(K_t, alpha_t)`` (:mod:`amata_lib.schedules`); :func:`_run_epoch` runs one
-epoch, handing every minibatch to :meth:`Maximizer.step <amata_lib.maximizers.Maximizer.step>`,
-which attacks with :func:`~amata_lib.attacks.pgd` and takes one parameter step.
+plan ``(K_t, alpha_t)`` (:mod:`amata_lib.core.schedules`); :func:`~amata_lib.core.epoch.run_epoch` runs one
+epoch, handing every minibatch to :meth:`Maximizer.step <amata_lib.core.maximizers.Maximizer.step>`,
+which attacks with :func:`~amata_lib.core.attacks.pgd` and takes one parameter step.
 :func:`train` is the outer loop around them: check, resume, then per epoch run,
 evaluate and checkpoint. ``schedule=None`` is plain ERM.
 
@@ -18,7 +18,7 @@ loop waits for the GPU except one pixel-range check per attack call; other datas
 get one persistent, pinned, multi-worker ``DataLoader`` for the whole run;
 ``channels_last=True`` stores conv-net activations in the layout tensor cores prefer.
 Under ``torchrun`` the same function trains data-parallel, see
-:mod:`amata_lib.distributed`: the attack runs on the bare model (no gradient
+:mod:`amata_lib.infra.distributed`: the attack runs on the bare model (no gradient
 all-reduce for attack passes), only the parameter step goes through DDP.
 """
 from __future__ import annotations
@@ -61,13 +61,13 @@ FOLLOW_AUGMENTATION = "follow_augmentation"
 """Name of the optional maximizer hook for per-example state under augmentation.
 
 With ``train(..., augment="crop-flip")``, every maximizer's ``follow_augmentation(current)``
-(a no-op in :class:`~amata_lib.maximizers.Maximizer`; methods with per-example state set
+(a no-op in :class:`~amata_lib.core.maximizers.Maximizer`; methods with per-example state set
 ``follows_augmentation = True`` and override it) is called once before training with ``current``, a
-function of no arguments returning the :class:`~amata_lib.data.CropFlip` of the epoch
+function of no arguments returning the :class:`~amata_lib.infra.data.CropFlip` of the epoch
 being fed. In ``perturb``/``step``, ``current().of(index)`` gives the minibatch's
 ``(offsets, flips)``: the same crop and flip the batch ``x`` went through, so a stored
 per-example perturbation can follow it (ATTA keeps its store padded and reads it with
-:func:`~amata_lib.data.crop_flip` at ``pad=0``)."""
+:func:`~amata_lib.infra.data.crop_flip` at ``pad=0``)."""
 
 
 def select_device(device: str | torch.device = "auto") -> torch.device:

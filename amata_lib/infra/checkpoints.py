@@ -1,9 +1,9 @@
 """Checkpoints a user can trust: loaded without running code, resumed only by the run that wrote them.
 
 A checkpoint is a ``torch.save`` file of plain data -- tensors, numbers, strings,
-lists and dicts -- with the schema tag :data:`SCHEMA` and the *settings* of the run
+lists and dicts -- with the schema tag ``SCHEMA`` and the *settings* of the run
 that wrote it (everything that decides its result: schedule, maximizer, optimiser,
-data, initial weights, evaluation; see :func:`amata_lib.training.run_settings`).
+data, initial weights, evaluation; see :func:`amata_lib.core.training.run_settings`).
 
 * :func:`load_checkpoint` reads it with ``torch.load(weights_only=True)``: a file that
   would need to run code (a crafted pickle) is refused, never executed; a damaged,
@@ -11,7 +11,7 @@ data, initial weights, evaluation; see :func:`amata_lib.training.run_settings`).
 * A checkpoint resumes only a run with the same settings; otherwise the error lists
   what differs (:func:`differences`).
 * :class:`RunLock` keeps a second process off a run that is being trained.
-* :func:`save_checkpoint` writes atomically (:func:`amata_lib._io.atomic_write`).
+* :func:`save_checkpoint` writes atomically (:func:`amata_lib.infra.io.atomic_write`).
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ class RunLock:
 
     The lock is ``PATH.lock`` beside the checkpoint, taken with ``flock`` (released
     by the kernel if the process dies, so ``kill -9`` never leaves a run locked) and
-    removed on a normal exit. A second process gets :class:`~amata_lib.errors.RunLocked`.
+    removed on a normal exit. A second process gets :class:`~amata_lib.infra.errors.RunLocked`.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -150,7 +150,7 @@ def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]
 def capture(run: Any, history: list[dict]) -> dict | None:
     """Everything a resumed run needs, gathered from every rank; ``None`` on ranks other than 0.
 
-    ``run`` is the trainer's :class:`~amata_lib.training.Run` (model, optimiser, lr
+    ``run`` is the trainer's :class:`~amata_lib.core.training.Run` (model, optimiser, lr
     schedule, shuffling generator, maximizer, device). Under ``torchrun`` each rank's
     random state and maximizer state (e.g. Free's perturbation of its shard) are kept.
     """
@@ -170,7 +170,7 @@ def capture(run: Any, history: list[dict]) -> dict | None:
 
 
 def restore(run: Any, state: dict) -> list[dict]:
-    """Put a :func:`capture`d state back into ``run``; returns the history so far."""
+    """Put a state from :func:`capture` back into ``run``; returns the history so far."""
 
     world, rank = distributed.world_size(), distributed.rank()
     if state["world_size"] != world:

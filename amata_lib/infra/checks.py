@@ -1,4 +1,5 @@
-"""Argument checks shared by the library: each raises :class:`~amata_lib.errors.UserError` naming the parameter."""
+"""Argument checks shared by the library: each raises :class:`~amata_lib.infra.errors.UserError` naming the
+parameter."""
 from __future__ import annotations
 
 import math

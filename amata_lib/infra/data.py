@@ -1,6 +1,6 @@
 """Datasets and minibatches.
 
-Datasets come as ``(train, test)`` pairs of ``TensorDataset``s with images in [0, 1], shape N x C x H x W.
+Datasets come as ``(train, test)`` pairs of ``TensorDataset`` objects with images in [0, 1], shape N x C x H x W.
 
 * ``digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images, no
   download), scaled from 0..16 to [0, 1], split 75 / 25 stratified by class with a

@@ -131,7 +131,7 @@ def _clean(obj: Any) -> Any:
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path``, all or nothing (see :func:`amata_lib._io.atomic_write`)."""
+    """Write ``data`` as JSON to ``path``, all or nothing (see :func:`amata_lib.infra.io.atomic_write`)."""
     text = json.dumps(_clean(data), indent=1, allow_nan=False) + "\n"
     return atomic_write(path, lambda f: f.write(text.encode()))
 

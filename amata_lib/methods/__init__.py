@@ -4,11 +4,11 @@ The paper's second claim is that Amata combines with other speed-ups. Each metho
 is an inner maximizer of the trainer's protocol (see :func:`amata_lib.train`); its
 Amata+ variant is the same class driven by an annealing schedule or a weak-early option.
 
-Two kinds of method, both :class:`~amata_lib.maximizers.Maximizer` subclasses:
+Two kinds of method, both :class:`~amata_lib.core.maximizers.Maximizer` subclasses:
 
 * **perturb, then step** (:class:`FastMaximizer`, :class:`ATTAMaximizer`): they
   implement ``perturb(model, x, y, plan, index) -> x_adv`` like PGD and keep the base
-  class's :meth:`~amata_lib.maximizers.Maximizer.step` (attack, then one parameter step).
+  class's :meth:`~amata_lib.core.maximizers.Maximizer.step` (attack, then one parameter step).
 * **own step** (:class:`FreeMaximizer`, :class:`YOPOMaximizer`): the method interleaves
   parameter gradients with its attack, so it overrides ``step`` and reports every full
   pass of the minibatch, training included. Their passes run in ``train()`` mode (each
@@ -16,15 +16,15 @@ Two kinds of method, both :class:`~amata_lib.maximizers.Maximizer` subclasses:
 
 Schedules give ``plan.steps`` and ``plan.alpha``; what they mean per method:
 
-==========  ======================================  =====================================
-method      ``plan.steps``                          ``plan.alpha``
-==========  ======================================  =====================================
-Free        replays ``m`` of each minibatch         signed step of the carried delta
-Fast        ignored (one FGSM step)                 FGSM step (Wong et al.: 1.25 eps)
-YOPO        full passes ``m`` of YOPO-m-n           step of each cheap first-layer update
-ATTA        PGD steps per epoch on the stored delta  PGD step
-N-FGSM      ignored (one FGSM step)                 FGSM step (their alpha = eps)
-==========  ======================================  =====================================
+==========  ========================================  =====================================
+method      ``plan.steps``                            ``plan.alpha``
+==========  ========================================  =====================================
+Free        replays ``m`` of each minibatch           signed step of the carried delta
+Fast        ignored (one FGSM step)                   FGSM step (Wong et al.: 1.25 eps)
+YOPO        full passes ``m`` of YOPO-m-n             step of each cheap first-layer update
+ATTA        PGD steps per epoch on the stored delta   PGD step
+N-FGSM      ignored (one FGSM step)                   FGSM step (their alpha = eps)
+==========  ========================================  =====================================
 
 N-FGSM is not an Amata+ method of the paper: it is what a reader in 2026 would use
 instead (one step from strong noise), compared with Amata in ``digits-rivals`` and

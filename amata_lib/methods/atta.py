@@ -37,10 +37,10 @@ class ATTAMaximizer(Maximizer):
     Under augmentation (``train(..., augment="crop-flip")``) the store follows the
     crops and flips as in their CIFAR code (``adaptive_data_aug.py``): it is kept at the
     padded size (H + 2 pad) x (W + 2 pad); a minibatch's stored perturbations are read
-    through the same window and flip as its images (:func:`~amata_lib.data.crop_flip`
+    through the same window and flip as its images (:func:`~amata_lib.infra.data.crop_flip`
     at ``pad=0``), and after the attack each window is written back, mirrored back where
     flipped, while the pixels outside it keep their stored values
-    (:func:`~amata_lib.data.put_windows`).
+    (:func:`~amata_lib.infra.data.put_windows`).
 
     Differences from the original (original | ours | why), hzzheng93/ATTA
     ``train_atta_mnist.py``, ``train_atta_cifar.py``, ``adv_attack.py``:
@@ -48,7 +48,7 @@ class ATTAMaximizer(Maximizer):
     * stores the adversarial image ``x_adv`` | stores ``delta = x_adv - x`` | the same
       without augmentation.
     * the near-clean start is not clipped to ``[0, 1]`` before the first gradient | it is
-      projected onto the ball and the box first (:func:`~amata_lib.attacks.pgd`'s start) |
+      projected onto the ball and the box first (:func:`~amata_lib.core.attacks.pgd`'s start) |
       one rule for every start point; the two differ by at most 0.001 per pixel.
     * CIFAR: the stored padded image has a grey (0.5) border and is initialised at
       clean + 0.001 N(0, 1) everywhere | the stored padded ``delta`` is 0 outside the

@@ -39,9 +39,9 @@ class YOPOMaximizer(Maximizer):
     reproduced (those weights get the ordinary summed gradient), so they are skipped.
 
     ``layer`` names the submodule whose output is ``z`` (``model.get_submodule``); it
-    should hold no batch-norm (cheap passes run in train mode). For :class:`LeNet` and
-    :class:`DigitsCNN` ``"relu1"`` (conv + ReLU) matches YOPO's MNIST network; for
-    :class:`PreActResNet18` ``"conv1"``. The layer must have trainable parameters
+    should hold no batch-norm (cheap passes run in train mode). For :class:`~amata_lib.core.models.LeNet` and
+    :class:`~amata_lib.core.models.DigitsCNN` ``"relu1"`` (conv + ReLU) matches YOPO's MNIST network; for
+    :class:`~amata_lib.core.models.PreActResNet18` ``"conv1"``. The layer must have trainable parameters
     before or in it (its output needs a gradient).
 
     Gradient reduction. YOPO's MNIST code (``experiments/MNIST/YOPO-5-10/config.py``) sums

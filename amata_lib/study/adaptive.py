@@ -9,7 +9,7 @@ evaluates, on a fixed probe minibatch and at the current weights, the value
 
 of every plan of ``G = {(K, tau / K) : K_min <= K <= K_max}`` (the equal-travel plans
 Amata itself moves through) and trains the epoch with the maximiser. ``A`` is PGD
-without random start (:func:`~amata_lib.criterion.plan_value`, as for C), whatever
+without random start (:func:`~amata_lib.study.criterion.plan_value`, as for C), whatever
 inner maximizer then uses the plan.
 
 Choices the paper leaves open, made here:

@@ -278,9 +278,9 @@ def hamiltonian_argmax(*, theta0_value: float, tau_value: float, gamma_value: fl
 
     Returns
     -------
-    dict of numpy arrays, one entry per time
-        ``t``, ``theta``, ``p``, ``k_star`` (Eq. 12, real), ``argmax_all`` (best
-        ``K`` over ``1..k_max``), ``argmax_no_overshoot`` (best ``K`` among those
+    dict
+        NumPy arrays, one entry per time: ``t``, ``theta``, ``p``, ``k_star`` (Eq. 12, real),
+        ``argmax_all`` (best ``K`` over ``1..k_max``), ``argmax_no_overshoot`` (best ``K`` among those
         with ``alpha <= alpha*``, i.e. ``K >= K*_t``; 0 if none is in the grid) and
         ``hamiltonian`` (shape ``len(times) x k_max``).
     """
@@ -338,10 +338,11 @@ def two_loop(schedule: Schedule, *, theta0_value: float, eta: float, gamma_value
 
     Returns
     -------
-    dict of numpy arrays of length ``iterations + 1`` (index 0 = before training)
-        ``theta``; ``robust_loss`` = ``theta**2/2``; ``cost`` = cumulative
-        ``gamma * sum K``; ``objective`` = ``robust_loss + eta * cost``, the
-        discretised Bolza objective (Eq. 6) of the run so far; ``steps`` and
+    dict
+        NumPy arrays of length ``iterations + 1`` (index 0 = before training): ``theta``;
+        ``robust_loss`` = ``theta**2/2``; ``cost`` = cumulative ``gamma * sum K``;
+        ``objective`` = ``robust_loss + eta * cost``, the discretised Bolza objective (Eq. 6)
+        of the run so far; ``steps`` and
         ``alpha_ratio`` (length ``iterations``): ``alpha_i / alpha*(theta_i)``, the step
         against the exact one-step size ``(theta**2 + 1) / 2`` of :func:`toy_one_step_alpha`
         at the iteration's state (1: exact; above 1 the inner loop overshoots ``x*``, above 2
@@ -390,7 +391,7 @@ def optimal_shape_schedule(*, k_min: int, k_max: int, tau: float, epochs: int, h
     at ``t = 0`` towards ``2 tau'``. Choosing ``2 tau' = k_max`` and ``theta0**2 = k_max / k_min - 1``
     makes it start at ``k_min`` and approach ``k_max``; epoch ``e`` of ``epochs`` is mapped to toy
     time ``t = horizon * e / epochs`` (``horizon = 3`` brings it within 2 % of ``k_max`` by the last epoch).
-    ``K_t`` is rounded half up (as :class:`~amata_lib.schedules.Amata`) and ``alpha_t = tau / K_t``.
+    ``K_t`` is rounded half up (as :class:`~amata_lib.core.schedules.Amata`) and ``alpha_t = tau / K_t``.
     """
     k_min_i, k_max_i = _check_steps("k_min", k_min), _check_steps("k_max", k_max)
     if k_min_i > k_max_i:

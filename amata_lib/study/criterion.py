@@ -7,7 +7,7 @@ and the epoch's plan ``u_t = (alpha_t, K_t)`` it compares the plan's value
 
 with the best value over a search space ``G`` of plans:
 ``C = max_{(alpha, K) in G} V(alpha, K) - V(alpha_t, K_t)``. ``A`` is the library's
-:func:`~amata_lib.attacks.pgd`, run with ``random_start=False`` (start at ``x`` as in
+:func:`~amata_lib.core.attacks.pgd`, run with ``random_start=False`` (start at ``x`` as in
 the paper's Algorithm 1) so that ``V`` is a deterministic function of the plan.
 The maximum is searched by Bayesian optimisation (hyperopt's TPE, as the paper
 does) with a fixed seed and a fixed number of evaluations (:func:`criterion_c`).
@@ -174,7 +174,7 @@ def plan_value(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, *
     """``V(alpha, K)``: squared parameter-gradient norm at PGD's point (no random start) minus ``gamma * K``.
 
     With ``reference`` (adversarial points of a strong attack on the same batch, e.g.
-    :func:`amata_lib.convergence.reference_attack`) the gain is ``<g_ref, g>`` instead of
+    :func:`amata_lib.study.convergence.reference_attack`) the gain is ``<g_ref, g>`` instead of
     ``||g||^2`` (see :func:`criterion_c_exact`).
     """
     if not isinstance(plan, Plan):
@@ -325,7 +325,7 @@ def criterion_c_exact(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: 
         Step sizes of the grid (each ``> 0``).
     reference : torch.Tensor, optional
         Adversarial points of a strong attack on the same batch (e.g.
-        :func:`amata_lib.convergence.reference_attack`). Then a plan's gain is
+        :func:`amata_lib.study.convergence.reference_attack`). Then a plan's gain is
         ``<grad_theta l(x_ref), grad_theta l(x_plan)>`` instead of ``||grad_theta l(x_plan)||^2``:
         Eq. 14 replaces the co-state by minus the plan's *own* loss gradient, so a plan
         scores by how far its update moves the parameters on the loss it defines

@@ -4,14 +4,14 @@
 two Amata settings, all at the travel ``tau = 2.5 eps``) on ``digits`` for each seed, and
 after every ``measure_every``-th epoch measures on a fixed probe batch:
 
-* the exact ``C`` of Eq. 14 over the grid ``G`` (:func:`~amata_lib.criterion.grid_gains`)
+* the exact ``C`` of Eq. 14 over the grid ``G`` (:func:`~amata_lib.study.criterion.grid_gains`)
   at every ``gamma`` of the study, from one evaluation of the grid;
 * the same with the co-state taken from a strong attack
-  (``reference``: :func:`~amata_lib.convergence.reference_attack`), our variant;
+  (``reference``: :func:`~amata_lib.study.convergence.reference_attack`), our variant;
 * the mean FOSC of the epoch's plan.
 
 After the last epoch it records PGD-20 accuracy on the whole test split and the passes
-spent. The verdict rule is fixed in :data:`RULE` before any run: the paper's ordering
+spent. The verdict rule is fixed in ``RULE`` before any run: the paper's ordering
 *holds in a seed* (for one gamma and one co-state) when both Amata settings have a lower
 mean ``C`` than each of PGD-10, PGD-20 and PGD-40.
 
@@ -181,7 +181,7 @@ def mean_c(record: dict, *, co_state: str = "eq14", gamma: float | None = None) 
 
 
 def ordering_holds(record: dict, *, co_state: str = "eq14", gamma: float | None = None) -> dict[int, bool]:
-    """Per seed with every strategy finished: whether :data:`RULE`'s ordering holds."""
+    """Per seed with every strategy finished: whether ``RULE``'s ordering holds."""
     c = mean_c(record, co_state=co_state, gamma=gamma)
     seeds = [s for s in record["settings"]["seeds"] if all(s in c.get(name, {}) for name in STRATEGIES)]
     amata, pgds = STRATEGIES[:2], STRATEGIES[2:]

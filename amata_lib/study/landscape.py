@@ -140,8 +140,8 @@ def pgd_trajectory(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: f
                    steps: int, random_start: bool = False, loss: str = "ce") -> Trajectory:
     """The iterates ``x^0 .. x^K`` of L-infinity PGD and the attack loss each one reaches.
 
-    The same iteration as :func:`amata_lib.attacks.pgd` (same gradient, same
-    :func:`~amata_lib.attacks.project`, same draw of the random start), so
+    The same iteration as :func:`amata_lib.core.attacks.pgd` (same gradient, same
+    :func:`~amata_lib.core.attacks.project`, same draw of the random start), so
     ``points[-1]`` equals ``pgd(model, x, y, eps=eps, alpha=alpha, steps=steps,
     random_start=random_start, loss=loss)`` -- exactly when ``random_start=False``,
     and for ``random_start=True`` when both start from the same torch RNG state.
