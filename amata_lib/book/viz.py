@@ -237,13 +237,13 @@ def plot_at_a_glance(results: dict[str, dict], *, colors: dict[str, str] | None 
 
 # ----------------------------------------------------------------------------- one palette for the book
 
-PALETTE: dict[str, str] = {
+PALETTE = {
     "pgd-10": "#1f77b4", "amata": "#ff7f0e", "pgd-2": "#2ca02c", "pgd-2-fixed": "#d62728", "pgd-20": "#9467bd",
     "pgd-40": "#8c564b", "n-fgsm": "#e377c2", "fast": "#7f7f7f", "free": "#bcbd22", "yopo": "#17becf",
     "atta": "#aec7e8", "adaptive": "#98df8a", "adaptive-monotone": "#ffbb78", "fosc": "#c5b0d5",
     "fat": "#c49c94", "erm": "#000000", "pgd-1": "#f7b6d2", "toy": "#555555", "amata-2": "#ffbb78",
 }
-"""One colour per method across every chapter: :func:`method_color` maps a row's name onto these keys."""
+# One colour per method across every chapter: method_color maps a row's name onto these keys.
 
 
 def method_color(name: str) -> str:
