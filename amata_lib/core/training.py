@@ -186,10 +186,6 @@ def _check_inputs(model: nn.Module, maximizer: Maximizer, train_set: Dataset, te
     check_dataset("train_set", train_set)
     check_dataset("test_set", test_set)
     x, y = train_set[0]
-    x_test = test_set[0][0]
-    if tuple(x_test.shape) != tuple(x.shape) or x_test.dtype != x.dtype:  # else it fails only at the first test
-        raise UserError(f"test_set examples are {tuple(x_test.shape)} {x_test.dtype}, train_set examples "
-                        f"{tuple(x.shape)} {x.dtype}: a model is tested on images like those it trains on")
     if channels_last and x.ndim != 3:
         raise UserError(f"channels_last needs 4-D inputs N x C x H x W, got examples of shape {tuple(x.shape)}")
     if augment != "none" and (x.ndim != 3 or not isinstance(train_set, TensorDataset)):
@@ -200,6 +196,10 @@ def _check_inputs(model: nn.Module, maximizer: Maximizer, train_set: Dataset, te
         raise UserError(f"maximizer {type(maximizer).__name__} stores one perturbation per example, which would "
                         f"not follow augment={augment!r}'s crops and flips (it has no {FOLLOW_AUGMENTATION} "
                         f"hook); train it with augment='none'")
+    x_test = test_set[0][0]
+    if tuple(x_test.shape) != tuple(x.shape) or x_test.dtype != x.dtype:  # else it fails only at the first test
+        raise UserError(f"test_set examples are {tuple(x_test.shape)} {x_test.dtype}, train_set examples "
+                        f"{tuple(x.shape)} {x.dtype}: a model is tested on images like those it trains on")
     device = next(model.parameters()).device
     try:
         with torch.no_grad():
