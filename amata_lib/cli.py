@@ -1,15 +1,23 @@
 """Command line: ``python -m amata_lib {train,schedule,show,experiment} ...`` (``--help`` on each).
 
 A mistake the user can fix (:class:`~amata_lib.infra.errors.UserError`: a bad option, file,
-config or checkpoint) is printed as one line and exits with status 2; anything else
-is a bug and keeps its traceback.
+config or checkpoint, a path too long for the file system) is printed as one line and
+exits with status 2; anything else is a bug and keeps its traceback. A warning of the
+library (:class:`~amata_lib.infra.errors.AmataWarning`) is one line ``amata_lib: warning: ...``.
+Control characters of files and paths are printed escaped (``\\x1b``), never sent to the
+terminal. Output into a pipe that closes (``... | head``) ends quietly with status 141, as a
+program stopped by SIGPIPE.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import math
+import os
+import re
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -17,14 +25,22 @@ from .core.models import DEFAULT_MODEL, MODELS
 from .core.optim import LR_SCHEDULES, OPTIMIZERS
 from .core.schedules import ROUNDINGS
 from .infra.data import AUGMENTATIONS, DATASETS
-from .infra.errors import UserError
+from .infra.errors import AmataWarning, UserError
 from .methods import MAXIMIZERS
-from .spec import AUTOATTACK_ATTACKS, MAX_EPOCHS, MAX_STEPS, METHODS
+from .spec import AUTOATTACK_ATTACKS, MAX_EPOCHS, MAX_SEED, MAX_STEPS, METHODS
 
 DEFAULT_EPS = {"digits": 0.2, "mnist": 0.3, "cifar10": 8 / 255}
 FLAGS = {"k": "--k", "alpha": "--alpha", "k_min": "--k-min", "k_max": "--k-max", "tau": "--tau",
          "rounding": "--rounding", "stages": "--stages", "gamma": "--gamma", "probe_size": "--probe-size",
          "probe_every": "--probe-every", "monotone": "--monotone", "maximizer_kwargs": "--maximizer-arg"}
+
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: object) -> str:
+    """``text`` with every control character (escape codes, newlines, bells) written as ``\\xNN``."""
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,8 +58,9 @@ def _number(minimum: float | None = None, strict: bool = False, maximum: float |
         ok = math.isfinite(value) and (minimum is None or (value > minimum if strict else value >= minimum)) \
             and (maximum is None or value <= maximum)
         if not ok:
-            low = "" if minimum is None else f"{'>' if strict else '>='} {minimum:g}"
-            high = "" if maximum is None else f"{' and ' if low else ''}<= {maximum:g}"
+            shown = (lambda v: str(v)) if kind is int else (lambda v: f"{v:g}")
+            low = "" if minimum is None else f"{'>' if strict else '>='} {shown(minimum)}"
+            high = "" if maximum is None else f"{' and ' if low else ''}<= {shown(maximum)}"
             raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a finite number'} "
                                              f"{low}{high}, got {text!r}")
         return value
@@ -55,6 +72,9 @@ COUNT = _number(minimum=1, kind=int)
 POSITIVE = _number(minimum=0, strict=True)
 EPOCHS = _number(minimum=1, maximum=MAX_EPOCHS, kind=int)
 STEPS = _number(minimum=1, maximum=MAX_STEPS, kind=int)
+SEED = _number(minimum=0, maximum=MAX_SEED, kind=int)
+AT_MOST_STEPS = f"at most {MAX_STEPS:,}"
+AT_MOST_EPOCHS = f"at most {MAX_EPOCHS:,}"
 
 
 def _schedule_args(p: argparse.ArgumentParser) -> None:
@@ -71,7 +91,8 @@ def _schedule_args(p: argparse.ArgumentParser) -> None:
                                                         f"(default: 10)")
     g.add_argument("--alpha", type=POSITIVE, default=None,
                    help="PGD step size for --method pgd (default: tau / K)")
-    g.add_argument("--k-min", type=STEPS, default=None, help="K_min of amata/exponential/adaptive (default: 2)")
+    g.add_argument("--k-min", type=STEPS, default=None,
+                   help=f"K_min of amata/exponential/adaptive, {AT_MOST_STEPS} (default: 2)")
     g.add_argument("--k-max", type=STEPS, default=None,
                    help=f"K_max of amata/exponential/adaptive, at most {MAX_STEPS:,} (default: 10)")
     g.add_argument("--tau", type=POSITIVE, default=None,
@@ -101,7 +122,7 @@ def _schedule_args(p: argparse.ArgumentParser) -> None:
                    help="Wong et al.'s early stopping: stop and roll back when PGD accuracy on the first training "
                         "minibatch drops by more than this (their 0.2); off by default")
     g.add_argument("--early-stop-steps", type=STEPS, default=5,
-                   help="PGD steps of the early-stopping check (default: 5)")
+                   help=f"PGD steps of the early-stopping check, {AT_MOST_STEPS} (default: 5)")
 
 
 def _value(text: str) -> object:
@@ -203,7 +224,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     from .infra import distributed
     from .infra.data import default_augment, load
     from .infra.io import check_writable
-    from .infra.results import finished_result, save_run
+    from .infra.results import ResultClash, finished_result, save_run
     from .spec import data_file, report, run
 
     a.eps = DEFAULT_EPS[a.dataset] if a.eps is None else a.eps
@@ -240,8 +261,12 @@ def _cmd_train(a: argparse.Namespace) -> int:
     if not main_rank:
         return 0
     command = "python -m amata_lib " + " ".join(shlex.quote(s) for s in sys.argv[1:])
-    save_run(out, config=config, history=trained.history, seed=a.seed, dataset=a.dataset, device=device,
-             command=command, report=rep)
+    try:
+        save_run(out, config=config, history=trained.history, seed=a.seed, dataset=a.dataset, device=device,
+                 command=command, report=rep)
+    except ResultClash as exc:  # another run finished there meanwhile: its result stays, this model too
+        raise ResultClash(f"{exc}; this run's trained model is kept in {ckpt}: the same command with another "
+                          f"--out (and --checkpoint {ckpt}) stores its result without training again") from None
     if not a.keep_checkpoint:
         ckpt.unlink(missing_ok=True)
     print(f"wrote {out}")
@@ -279,10 +304,10 @@ def _cmd_show(a: argparse.Namespace) -> int:
     from .infra.results import load_run
     run = load_run(a.path)
     prov = run["provenance"]
-    print(f"{a.path}: dataset {run['dataset']}, seed {run['seed']}, {prov['device']}, "
-          f"commit {prov['git_commit']}, {prov['created']}")
+    print(printable(f"{a.path}: dataset {run['dataset']}, seed {run['seed']}, {prov['device']}, "
+                    f"commit {prov['git_commit']}, {prov['created']}"))
     if prov.get("command"):
-        print(f"command: {prov['command']}")
+        print(printable(f"command: {prov['command']}"))
     history = run["history"]
     fgsm = any("fgsm_acc" in r for r in history)
     layer = any("layer_passes" in r for r in history)
@@ -323,9 +348,12 @@ def _cmd_experiment(a: argparse.Namespace) -> int:
         print(format_estimate(cfg, estimate(cfg, pass_seconds(cfg, dev)), f"{dev.type} ({device_name(dev)})"))
         return 0
     if a.verdict:
+        from .infra.results import UNKNOWN
+        from .spec import data_file
+        data = data_file(load_config(a.name)["dataset"], a.data_path)["data_sha256"] if a.data_path else UNKNOWN
         print(format_verdict(experiment_verdict(a.name, train_subset=a.train_subset, epochs=a.epochs,
                                                 eval_subset=a.eval_subset, autoattack_n=a.autoattack_n,
-                                                out_dir=a.out_dir)))
+                                                out_dir=a.out_dir, data_sha256=data)))
         return 0
     runs = [r for r in a.runs.split(",") if r] if a.runs else None
     paths = run_experiment(a.name, runs=runs, train_subset=a.train_subset, epochs=a.epochs,
@@ -351,7 +379,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
     g.add_argument("--train-subset", type=COUNT, default=None, help="use only the first N training examples")
     g.add_argument("--warmup", type=EPOCHS, default=None,
-                   help="clean (ERM) epochs before the schedule starts, at a constant rate (default: none)")
+                   help=f"clean (ERM) epochs before the schedule starts, at a constant rate, {AT_MOST_EPOCHS} "
+                        f"(default: none)")
     g.add_argument("--augment", choices=AUGMENTATIONS, default=None,
                    help="training-data augmentation: crop-flip (random crop of the 4-pixel zero-padded image and "
                         "random horizontal flip, on the device) or none (default: crop-flip for cifar10, none "
@@ -365,7 +394,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--weight-decay", type=_number(minimum=0), default=5e-4, help="weight decay (default: 5e-4)")
     g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant", help="(default: constant)")
     g.add_argument("--batch-size", type=COUNT, default=128, help="minibatch size (default: 128)")
-    g.add_argument("--seed", type=_number(minimum=0, maximum=2 ** 32 - 1, kind=int), default=0,
+    g.add_argument("--seed", type=SEED, default=0,
                    help="seed of init, shuffling and random starts, below 2**32 (default: 0)")
     g.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, ... (default: auto)")
     g.add_argument("--amp", action="store_true",
@@ -374,7 +403,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--channels-last", action="store_true",
                    help="channels_last memory format (faster conv nets on tensor-core GPUs)")
     g = t.add_argument_group("evaluation after each epoch")
-    g.add_argument("--eval-steps", type=STEPS, default=20, help="PGD steps of the robust test (default: 20)")
+    g.add_argument("--eval-steps", type=STEPS, default=20,
+                   help=f"PGD steps of the robust test, {AT_MOST_STEPS} (default: 20)")
     g.add_argument("--eval-restarts", type=COUNT, default=1,
                    help="PGD restarts, worst case kept, per epoch and in the --report (default: 1)")
     g.add_argument("--eval-subset", type=COUNT, default=None, help="test on the first N test examples only")
@@ -382,7 +412,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--report", action="store_true",
                    help="after training, store the final robustness report: clean, PGD, CW, AutoAttack and the "
                         "gradient-masking checks, on the evaluation subset (as every experiment does)")
-    g.add_argument("--cw-steps", type=STEPS, default=20, help="--report: steps of the CW attack (default: 20)")
+    g.add_argument("--cw-steps", type=STEPS, default=20,
+                   help=f"--report: steps of the CW attack, {AT_MOST_STEPS} (default: 20)")
     g.add_argument("--autoattack-n", type=COUNT, default=1000,
                    help="--report: examples of the report (the first N of the evaluation subset; default: 1000)")
     g.add_argument("--autoattack", default="standard",
@@ -409,12 +440,13 @@ def _experiment_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--runs", default=None, help="comma-separated run names (default: all of the config)")
     g = e.add_argument_group("reduced scale (results go to NAME-reduced and record the overrides)")
     g.add_argument("--train-subset", type=COUNT, default=None, help="train on the first N training examples")
-    g.add_argument("--epochs", type=COUNT, default=None, help="train N epochs instead of the config's")
+    g.add_argument("--epochs", type=EPOCHS, default=None,
+                   help=f"train N epochs instead of the config's, {AT_MOST_EPOCHS}")
     g.add_argument("--eval-subset", type=COUNT, default=None, help="evaluate on the first N test examples")
     g.add_argument("--autoattack-n", type=COUNT, default=None,
                    help="final report (clean, PGD, CW, AutoAttack) on the first N of those")
-    e.add_argument("--seed", type=_number(minimum=0, kind=int), default=None,
-                   help="only this seed (default: the config's, or every seed of its protocol)")
+    e.add_argument("--seed", type=SEED, default=None,
+                   help="only this seed, below 2**32 (default: the config's, or every seed of its protocol)")
     e.add_argument("--estimate", action="store_true",
                    help="print the passes every row will take and the hours they take on --device (a pass of the "
                         "config's model timed there) and exit (no training)")
@@ -499,14 +531,45 @@ def preload() -> None:
     import torch  # noqa: F401
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None, *, shown=warnings.showwarning):
+    """The library's warnings as one line on stderr; any other warning as Python shows it."""
+    if issubclass(category, AmataWarning):
+        print(f"amata_lib: warning: {printable(message)}", file=sys.stderr, flush=True)
+    else:
+        shown(message, category, filename, lineno, file, line)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail again on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (captured output)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; user mistakes print one line to stderr and return 2, bugs keep their traceback."""
     try:
-        args = build_parser().parse_args(argv)
-        args.argv = list(sys.argv[2:] if argv is None else argv[1:])
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", AmataWarning)
+            warnings.showwarning = _warning_line
+            args = build_parser().parse_args(argv)
+            args.argv = list(sys.argv[2:] if argv is None else argv[1:])
+            return args.func(args)
     except UserError as exc:
-        print(f"amata_lib: error: {exc}", file=sys.stderr)
+        print(f"amata_lib: error: {printable(exc)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader left (``schedule | head``): stop without a word
+        _quiet_stdout()
+        return 141
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        name = str(exc.filename or "")
+        shown = name if len(name) <= 80 else f"{name[:60]}...{name[-12:]} ({len(name)} characters)"
+        print(f"amata_lib: error: path {printable(shown)} is too long for the file system ({exc.strerror}); "
+              f"choose a shorter one", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("amata_lib: interrupted; run the same command again to resume from the checkpoint", file=sys.stderr)

@@ -26,6 +26,7 @@ Command line: ``python -m amata_lib experiment NAME`` (``--list``, ``--help``).
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 from typing import Annotated, Any, Callable
@@ -42,9 +43,12 @@ from .infra.checkpoints import differences
 from .infra.checks import check_bool, check_strict_int
 from .infra.data import default_augment, load, subset
 from .infra.errors import UserError
-from .infra.results import ResultError, finished_result, library_state, load_run, save_run
+from .infra.io import check_writable, read_json
+from .infra.results import UNKNOWN, ResultClash, ResultError, check_data, finished_result, library_state, save_run
 from .methods import build_maximizer
 from .spec import (
+    MAX_EPOCHS,
+    MAX_SEED,
     METHOD_PARAMS,
     Count,
     Name,
@@ -67,6 +71,9 @@ PROSE_FIELDS = ("description", "choices")
 NOT_RUN_SETTINGS = (*PROSE_FIELDS, "protocol", "borrow")
 # Settings that must agree between an experiment and the one it borrows rows from (all but these).
 NOT_SHARED = ("name", "version", "runs", *NOT_RUN_SETTINGS)
+# Where the data file lies is no setting (its hash is); compared again when a result is written.
+NOT_COMPARED_AT_WRITE = (*NOT_RUN_SETTINGS, "data_path")
+HINT = "delete it, or choose another --out-dir"
 Log = Callable[[str], None]
 
 
@@ -173,14 +180,15 @@ def config_source(name: str) -> str:
     return name if name.endswith(".json") else f"amata_lib/configs/{name}.json"
 
 
-def load_config(name: str) -> dict:
-    """Read and validate config ``name`` (shipped name or ``.json`` path)."""
+def _read_config(name: str) -> tuple[dict, Path]:
+    """Config ``name`` validated, its ``borrow`` not followed; and its file."""
     path = config_path(name)
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-    cfg = validate_config(raw, str(path))
+    return validate_config(read_json(path, ConfigError), str(path)), path
+
+
+def load_config(name: str) -> dict:
+    """Read and validate config ``name`` (shipped name or ``.json`` path), and the config it borrows from."""
+    cfg, path = _read_config(name)
     if "borrow" in cfg:
         lender(cfg, str(path))
     return cfg
@@ -199,8 +207,15 @@ def lender(cfg: dict, source: str = "config") -> dict:
         Naming ``source``, the lender and the first setting that differs.
     """
     other_name = cfg["borrow"]["experiment"]
-    other = load_config(other_name)
     where = f"{source}: field 'borrow'"
+    other, other_path = _read_config(other_name)  # its own borrow is refused below, never followed
+    try:
+        itself = Path(source).resolve() == other_path.resolve()
+    except OSError:
+        itself = False
+    if itself:
+        raise ConfigError(f"{where}: {other_name!r} is this config, which borrows from itself; borrow from the "
+                          f"experiment that runs the rows")
     if "borrow" in other:
         raise ConfigError(f"{where}: {other_name!r} borrows rows itself; borrow from the experiment that runs them")
     known = [r["name"] for r in other["runs"]]
@@ -232,8 +247,10 @@ def with_overrides(cfg: dict, *, train_subset: int | None = None, epochs: int | 
                         ("autoattack_n", autoattack_n)):
         if value is not None:
             check_strict_int(name, value)
-    if seed is not None:
-        check_strict_int("seed", seed, minimum=0)
+    if epochs is not None and epochs > MAX_EPOCHS:
+        raise UserError(f"epochs must be <= {MAX_EPOCHS}, got {epochs}")
+    if seed is not None and check_strict_int("seed", seed, minimum=0) > MAX_SEED:
+        raise UserError(f"seed must be <= {MAX_SEED} (below 2**32), got {seed}")
     cfg = json.loads(json.dumps(cfg))
     changed: dict[str, int] = {}
     if train_subset is not None:
@@ -326,18 +343,28 @@ def command_line(name: str, *, runs: list[str] | None = None, overrides: dict | 
     return " ".join(shlex.quote(a) for a in args)
 
 
+def run_paths(cfg: dict, run: dict, overrides: dict, out_dir: str | Path,
+              checkpoint_dir: str | Path) -> tuple[Path, Path]:
+    """Where one row's result and checkpoint go."""
+    return (seed_folder(out_dir, cfg, overrides) / f"{run['name']}.json",
+            seed_folder(checkpoint_dir, cfg, overrides) / f"{run['name']}.pt")
+
+
 def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset], *, overrides: dict,
             source: str, out_dir: Path, checkpoint_dir: Path, device: torch.device, command: str,
             data_path: str | None = None, keep_checkpoint: bool = False, log: Log | None = print) -> Path:
-    """Train, evaluate and save one run; skip it if its result exists, resume it from its checkpoint."""
-    out = seed_folder(out_dir, cfg, overrides) / f"{run['name']}.json"
+    """Train, evaluate and save one run; skip it if its result exists, resume it from its checkpoint.
+
+    The result is written only if its file holds no run of other settings when it is written
+    (:func:`~amata_lib.infra.results.save_run`); otherwise the trained model stays in its checkpoint.
+    """
+    out, ckpt = run_paths(cfg, run, overrides, out_dir, checkpoint_dir)
     config = run_record_config(cfg, run, overrides, source)
     config["data_sha256"] = data_file(cfg["dataset"], data_path)["data_sha256"]
-    if finished_result(out, config, ignore=NOT_RUN_SETTINGS):
+    if finished_result(out, config, ignore=NOT_RUN_SETTINGS, hint=HINT):
         if log:
             log(f"[{run['name']}] done already: {out}")
         return out
-    ckpt = seed_folder(checkpoint_dir, cfg, overrides) / f"{run['name']}.pt"
     spec = row_spec(cfg, run, overrides.get("train_subset"))
     trained = spec_run(spec, datasets=datasets, device=device, checkpoint=ckpt, log=log)
     model, history, warmup, test_set = trained.model, trained.history, trained.warmup, trained.test_set
@@ -350,8 +377,12 @@ def run_one(cfg: dict, run: dict, datasets: tuple[TensorDataset, TensorDataset],
         log(f"[{run['name']}] WARNING: gradient masking suspected: {'; '.join(report['masking_reasons'])}")
     if warmup is not None:
         report["warmup"] = warmup
-    save_run(out, config=config, history=history, seed=cfg["seed"], dataset=cfg["dataset"], device=device,
-             command=command, report=report)
+    try:
+        save_run(out, config=config, history=history, seed=cfg["seed"], dataset=cfg["dataset"], device=device,
+                 command=command, report=report, ignore=NOT_COMPARED_AT_WRITE)
+    except ResultClash as exc:  # another run finished there meanwhile
+        raise ResultClash(f"{exc}; this run's trained model is kept in {ckpt}: the same command with another "
+                          f"--out-dir stores its result without training again") from None
     if not keep_checkpoint:
         ckpt.unlink(missing_ok=True)
     if log:
@@ -422,15 +453,13 @@ def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: in
     dev = select_device(device)
     datasets = load(base["dataset"], path=data_path, root=data_root, download=download)
     other_base = lender(base, source) if "borrow" in base else None  # checked once, used for every seed
-    paths = []
+    plan = []  # per seed: (seed, jobs, borrowed rows, overrides); every path is checked before any training
     for s in seeds:
         cfg, overrides = with_overrides(base, train_subset=train_subset, epochs=epochs, eval_subset=eval_subset,
                                         autoattack_n=autoattack_n, seed=s)
         chosen = select_runs(cfg, runs)
         check_layout(out_dir, cfg, overrides)
         command = command_line(name, runs=runs, overrides=overrides, data_path=data_path, out_dir=out_dir)
-        if log and len(seeds) > 1:
-            log(f"seed {s} ({seeds.index(s) + 1} of {len(seeds)})")
         jobs = [(cfg, run, source, command) for run in chosen]
         lent = borrowed_runs(cfg, runs)
         if lent:  # trained under the lender's name, into its folders, if they are not stored yet
@@ -441,35 +470,78 @@ def run_experiment(name: str, *, runs: list[str] | None = None, train_subset: in
                                          out_dir=out_dir)
             jobs += [(other, run, config_source(other_name), other_command) for run in other["runs"]
                      if run["name"] in lent]
-            if log:
-                log(f"rows {', '.join(lent)}: borrowed from experiment {other_name!r}")
+        plan.append((s, jobs, lent, overrides))
+    for _, jobs, _, overrides in plan:
+        for c, run, _, _ in jobs:
+            out, ckpt = run_paths(c, run, overrides, out_dir, checkpoint_dir)
+            if not _exists(out):  # a stored result is skipped, or refused, by run_one
+                check_writable(out, f"--out-dir {out_dir}: result")
+                check_writable(ckpt, f"--checkpoint-dir {checkpoint_dir}: checkpoint")
+    paths = []
+    for s, jobs, lent, overrides in plan:
+        if log and len(seeds) > 1:
+            log(f"seed {s} ({seeds.index(s) + 1} of {len(seeds)})")
+        if log and lent:
+            log(f"rows {', '.join(lent)}: borrowed from experiment {base['borrow']['experiment']!r}")
         paths += [run_one(c, run, datasets, overrides=overrides, source=src, out_dir=Path(out_dir),
                           checkpoint_dir=Path(checkpoint_dir), device=dev, command=cmd, data_path=data_path,
                           keep_checkpoint=keep_checkpoints, log=log) for c, run, src, cmd in jobs]
     if log and "protocol" in base and seed is None and runs is None:
         log(format_verdict(experiment_verdict(name, train_subset=train_subset, epochs=epochs,
-                                              eval_subset=eval_subset, autoattack_n=autoattack_n, out_dir=out_dir)))
+                                              eval_subset=eval_subset, autoattack_n=autoattack_n, out_dir=out_dir,
+                                              data_sha256=data_file(base["dataset"], data_path)["data_sha256"])))
     return paths
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a path the system cannot even look up (too long) does not."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def expected_data(cfg: dict, data_sha256: Any = UNKNOWN) -> Any:
+    """The data hash an experiment's results must hold: ``data_sha256`` when given, ``None`` for digits (bundled,
+    no file), else :data:`~amata_lib.infra.results.UNKNOWN` (then all its results must hold the same one)."""
+    if data_sha256 is not UNKNOWN:
+        return data_sha256
+    return None if cfg["dataset"] == "digits" else UNKNOWN
+
+
+def check_same_data(results: dict[Path, dict], expected: Any = UNKNOWN) -> None:
+    """Refuse a result (``results[path]``) trained on other data than ``expected``, or, when that is
+    :data:`~amata_lib.infra.results.UNKNOWN`, than the first of them."""
+    first = None
+    for path, result in results.items():
+        if expected is UNKNOWN:
+            first, expected = path, result["config"].get("data_sha256")
+            continue
+        check_data(result, expected, str(path) if first is None else f"{path} (unlike {first.name})")
 
 
 def experiment_runs(name: str, *, train_subset: int | None = None, epochs: int | None = None,
                     eval_subset: int | None = None, autoattack_n: int | None = None,
-                    out_dir: str | Path = "data/results") -> dict[int, dict[str, dict]]:
+                    out_dir: str | Path = "data/results", data_sha256: Any = UNKNOWN) -> dict[int, dict[str, dict]]:
     """The stored results of every seed of experiment ``name``'s protocol: ``runs[seed][row]``.
 
     The overrides select the reduced-scale results the same way :func:`run_experiment` stored them.
+    Each file must be sane and in its place (:func:`~amata_lib.study.verdict.collect`), and
+    every result trained on the same data: ``data_sha256`` when the caller knows it, else as
+    :func:`expected_data` says (:func:`check_same_data`).
     """
     base = load_config(name)
     if "protocol" not in base:
         raise ConfigError(f"experiment {base['name']!r} has no protocol, so it carries no verdict")
     other = lender(base) if "borrow" in base else None
-    found = {}
+    found, places = {}, {}
     for s in base["protocol"]["seeds"]:
         kwargs = dict(train_subset=train_subset, epochs=epochs, eval_subset=eval_subset,
                       autoattack_n=autoattack_n, seed=s)
         cfg, overrides = with_overrides(base, **kwargs)
         check_layout(out_dir, cfg, overrides)
         found[s] = collect(seed_folder(out_dir, cfg, overrides), experiment=cfg["name"], seed=s)
+        places.update({seed_folder(out_dir, cfg, overrides) / f"{n}.json": r for n, r in found[s].items()})
         if other is None:
             continue
         lent = base["borrow"]["runs"]
@@ -481,6 +553,9 @@ def experiment_runs(name: str, *, train_subset: int | None = None, epochs: int |
         check_layout(out_dir, theirs, their_overrides)
         stored = collect(seed_folder(out_dir, theirs, their_overrides), experiment=theirs["name"], seed=s)
         found[s].update({n: stored[n] for n in lent if n in stored})
+        places.update({seed_folder(out_dir, theirs, their_overrides) / f"{n}.json": stored[n]
+                       for n in lent if n in stored})
+    check_same_data(places, expected_data(base, data_sha256))
     return found
 
 
@@ -495,12 +570,20 @@ def experiment_verdict(name: str, **kwargs: Any) -> dict:
 
 # ----------------------------------------------------------------------------- reading results
 
-def load_results(folder: str | Path, cfg: dict | None = None) -> list[dict]:
-    """The finished runs in a results folder, in the config's run order when ``cfg`` is given."""
+def load_results(folder: str | Path, cfg: dict | None = None, *, data_sha256: Any = UNKNOWN) -> list[dict]:
+    """The finished runs in a results folder, in the config's run order when ``cfg`` is given.
+
+    As for a verdict, each file must be sane and hold the run its place says
+    (:func:`~amata_lib.study.verdict.collect`: its run name, the experiment ``cfg`` names, the
+    seed of a ``seed<N>`` folder), and all must be trained on the same data (:func:`check_same_data`).
+    """
     folder = Path(folder)
-    found = {p.stem: load_run(p) for p in sorted(folder.glob("*.json"))}
+    seed = re.fullmatch(r"seed(\d+)", folder.name)
+    found = collect(folder, experiment=cfg["name"] if cfg else None, seed=int(seed.group(1)) if seed else None)
+    check_same_data({folder / f"{n}.json": r for n, r in found.items()},
+                    expected_data(cfg, data_sha256) if cfg else data_sha256)
     order = [r["name"] for r in cfg["runs"]] if cfg else sorted(found)
-    return [dict(found[n], run=n) for n in order if n in found]
+    return [found[n] for n in order if n in found]
 
 
 def summary(result: dict) -> dict:
@@ -521,7 +604,10 @@ def report_table(results: dict[str, dict], *, attack: str = "PGD", cw: str = "CW
     ``results[name]`` are stored results; the column labels name the attacks as the
     config ran them (e.g. ``attack="PGD-20"``). The last column gives the first epoch
     :func:`~amata_lib.core.history.overfitting_epochs` flags ("-" for runs without the FGSM
-    check) and notes an early stop with rollback (Fast's).
+    check) and notes an early stop with rollback (Fast's). A run whose report is suspect of
+    gradient masking (``gradient_masking_suspect``, see
+    :func:`~amata_lib.core.evaluation.masking_reasons`) ends its line with
+    ``! gradient masking suspected``: its robust accuracies may be too high.
     """
     lines = [f"{'run':16s} {'clean':>6s} {attack:>7s} {cw:>6s} {aa:>6s}  {'passes':>6s}  catastrophic overfitting"]
     for res in results.values():
@@ -532,6 +618,7 @@ def report_table(results: dict[str, dict], *, attack: str = "PGD", cw: str = "CW
             co += f"; stopped at epoch {res['history'][-1]['epoch']}, rolled back"
         pct = [f"{v:{w}.1%}" if v is not None else f"{'n/a':>{w}s}"
                for v, w in ((r["clean"], 6), (r["pgd"], 7), (r["cw"], 6), (r["autoattack"], 6))]
-        lines.append(f"{r['run']:16s} {' '.join(pct)}  {r['passes']:6.0f}  {co}")
+        mark = "  ! gradient masking suspected" if res["report"].get("gradient_masking_suspect") else ""
+        lines.append(f"{r['run']:16s} {' '.join(pct)}  {r['passes']:6.0f}  {co}{mark}")
     return "\n".join(lines)
 

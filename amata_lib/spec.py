@@ -56,6 +56,7 @@ AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 MAX_EPOCHS = 100_000
 MAX_STEPS = 10_000
+MAX_SEED = 2 ** 32 - 1  # torch and NumPy seeds are below 2**32
 Log = Callable[[str], None]
 
 
@@ -246,7 +247,7 @@ class Settings(Strict):
     lr_schedule: Literal[LR_SCHEDULES]
     momentum: Annotated[Number, Field(le=1)]
     weight_decay: Number
-    seed: Annotated[int, Field(ge=0, lt=2 ** 32)]
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)]
     augment: Literal[AUGMENTATIONS] | None = None
     train_subset: Count | None = None
     warmup: WarmupSpec | None = None

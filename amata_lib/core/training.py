@@ -48,7 +48,7 @@ from ..infra.checks import (
     check_strict_int,
 )
 from ..infra.data import AUGMENTATIONS, check_dataset, epoch_feed, subset, to_device
-from ..infra.errors import UserError
+from ..infra.errors import AmataWarning, UserError
 from .epoch import EpochTotals, Run, run_epoch, synchronize
 from .evaluation import accuracy, fgsm_accuracy, pgd_accuracy
 from .history import catastrophic_overfitting
@@ -70,8 +70,11 @@ per-example perturbation can follow it (ATTA keeps its store padded and reads it
 :func:`~amata_lib.infra.data.crop_flip` at ``pad=0``)."""
 
 
+TRAINING_DEVICES = ("cpu", "cuda", "mps")
+
+
 def select_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks cuda, then mps, then cpu; a named device must exist on this machine."""
+    """``"auto"`` picks cuda, then mps, then cpu; a named device must be one of those and exist on this machine."""
     if str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -87,6 +90,9 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
                         f"devices); use --device cpu or auto")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UserError(f"device {str(device)!r} is not available here (no Apple GPU); use --device cpu or auto")
+    if dev.type not in TRAINING_DEVICES:  # meta holds no data; others are not supported by the trainer
+        raise UserError(f"device {str(device)!r} cannot train here: use one of {', '.join(TRAINING_DEVICES)} "
+                        f"(or auto)")
     return dev
 
 
@@ -190,6 +196,10 @@ def _check_inputs(model: nn.Module, maximizer: Maximizer, train_set: Dataset, te
         raise UserError(f"maximizer {type(maximizer).__name__} stores one perturbation per example, which would "
                         f"not follow augment={augment!r}'s crops and flips (it has no {FOLLOW_AUGMENTATION} "
                         f"hook); train it with augment='none'")
+    x_test = test_set[0][0]
+    if tuple(x_test.shape) != tuple(x.shape) or x_test.dtype != x.dtype:  # else it fails only at the first test
+        raise UserError(f"test_set examples are {tuple(x_test.shape)} {x_test.dtype}, train_set examples "
+                        f"{tuple(x.shape)} {x.dtype}: a model is tested on images like those it trains on")
     device = next(model.parameters()).device
     try:
         with torch.no_grad():
@@ -433,7 +443,7 @@ def train(
         raise UserError(f"amp (bf16 autocast) needs a CUDA device or the CPU, got device={dev.type!r}")
     if opts.amp and dev.type == "cpu" and not cpu_has_bf16():
         warnings.warn("amp on this CPU: it has no bf16 instructions (avx512_bf16 or AMX), so bf16 is emulated "
-                      "and training runs several times slower than in fp32", RuntimeWarning, stacklevel=2)
+                      "and training runs several times slower than in fp32", AmataWarning, stacklevel=2)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     if maximizer is None:

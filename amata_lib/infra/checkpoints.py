@@ -10,7 +10,8 @@ data, initial weights, evaluation; see :func:`amata_lib.core.training.run_settin
   empty or foreign file is refused with one line that names it and says what to do.
 * A checkpoint resumes only a run with the same settings; otherwise the error lists
   what differs (:func:`differences`).
-* :class:`RunLock` keeps a second process off a run that is being trained.
+* :class:`RunLock` keeps a second process off a run that is being trained (and, waiting,
+  serialises the writers of one result file: :func:`~amata_lib.infra.results.save_run`).
 * :func:`save_checkpoint` writes atomically (:func:`amata_lib.infra.io.atomic_write`).
 """
 from __future__ import annotations
@@ -19,6 +20,8 @@ import hashlib
 import json
 import os
 import pickle
+import pickletools
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from typing import Any
 import torch
 
 from . import distributed
-from .errors import CheckpointError, RunLocked
+from .errors import CheckpointError, RunLocked, WriteError
 from .io import atomic_write
 
 try:  # POSIX advisory locks; elsewhere runs are not locked
@@ -65,6 +68,28 @@ def save_checkpoint(path: str | os.PathLike, state: dict, settings: dict) -> Non
     atomic_write(path, lambda f: torch.save({"schema": SCHEMA, "settings": settings, **state}, f))
 
 
+def intact(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a whole ``torch.save`` zip file: every member's CRC right, its pickle complete.
+
+    Nothing is unpickled: the pickle's opcodes are only walked (:func:`pickletools.genops`),
+    so a file that loading refuses can be told apart as damaged (cut short, corrupted) or
+    whole (then it holds objects other than plain data).
+    """
+    try:
+        with zipfile.ZipFile(path) as z:
+            if z.testzip() is not None:
+                return False
+            pickles = [n for n in z.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+            if len(pickles) != 1:
+                return False
+            data = z.read(pickles[0])
+        *_, (opcode, _, end) = pickletools.genops(data)
+        return opcode.name == "STOP" and end + 1 == len(data)
+    except (OSError, EOFError, ValueError, KeyError, IndexError, struct.error, zipfile.BadZipFile,
+            zipfile.LargeZipFile, NotImplementedError, RuntimeError):
+        return False
+
+
 def load_checkpoint(path: str | os.PathLike, settings: dict) -> dict:
     """The state saved at ``path`` if it is a checkpoint of the run described by ``settings``.
 
@@ -77,13 +102,20 @@ def load_checkpoint(path: str | os.PathLike, settings: dict) -> dict:
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} is refused: it holds objects other than tensors and plain "
-                              f"data, which loading would execute ({first}); {WHAT_TO_DO}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as exc:
-        raise CheckpointError(f"checkpoint {path} is damaged or not a checkpoint ({type(exc).__name__}); "
-                              f"{WHAT_TO_DO}") from None
+    except Exception as exc:  # sorted below: a damaged file, one that would run code, or a bug
+        damaged = f"checkpoint {path} is damaged or not a checkpoint (cut short or corrupted: " \
+                  f"{type(exc).__name__}); {WHAT_TO_DO}"
+        if not intact(path):  # whatever torch made of the bytes, they are not a whole checkpoint
+            raise CheckpointError(damaged) from None
+        if isinstance(exc, pickle.UnpicklingError):
+            first = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line),
+                         str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)[:200]
+            raise CheckpointError(f"checkpoint {path} is refused: it holds objects other than tensors and plain "
+                                  f"data, which loading would execute ({first}); {WHAT_TO_DO}") from None
+        if isinstance(exc, (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError,
+                            AttributeError)):
+            raise CheckpointError(damaged) from None
+        raise
     if not isinstance(state, dict) or state.get("schema") != SCHEMA:
         raise CheckpointError(f"checkpoint {path} is not an amata_lib checkpoint (no schema {SCHEMA!r}); "
                               f"{WHAT_TO_DO}")
@@ -100,21 +132,28 @@ class RunLock:
 
     The lock is ``PATH.lock`` beside the checkpoint, taken with ``flock`` (released
     by the kernel if the process dies, so ``kill -9`` never leaves a run locked) and
-    removed on a normal exit. A second process gets :class:`~amata_lib.infra.errors.RunLocked`.
+    removed on a normal exit. A second process gets :class:`~amata_lib.infra.errors.RunLocked`;
+    with ``wait=True`` it waits for the lock instead (for locks held only for a moment,
+    such as the write of a result file). A lock file that cannot be created (a read-only
+    folder) is a :class:`~amata_lib.infra.errors.WriteError`.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, wait: bool = False) -> None:
         self.path = Path(f"{path}.lock")
+        self.wait = wait
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
         if fcntl is None:  # pragma: no cover
             return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                raise WriteError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 raise RunLocked(f"another process is training this run (lock {self.path} is held); wait for it "

@@ -126,6 +126,10 @@ def load_npz(path: str | os.PathLike) -> tuple[TensorDataset, TensorDataset]:
             raise DatasetUnavailable(f"{path}: x_{part} must be uint8 (0..255) or floats in [0, 1], "
                                      f"got dtype {x.dtype}")
         out.append(_tensors(x, arrays[f"y_{part}"], 255.0 if x.dtype == np.uint8 else 1.0, f"{path}: x_{part}"))
+    shapes = [tuple(part.tensors[0].shape[1:]) for part in out]
+    if shapes[0] != shapes[1]:
+        raise DatasetUnavailable(f"{path}: x_test images are {shapes[1]}, x_train images {shapes[0]}; both sets "
+                                 f"must hold images of one size")
     return out[0], out[1]
 
 

@@ -24,3 +24,7 @@ class RunLocked(UserError):
 
 class WriteError(UserError):
     """A file could not be written (full disk, no permission); the previous file is intact."""
+
+
+class AmataWarning(RuntimeWarning):
+    """Something a user should know that stops nothing (e.g. bf16 emulated on this CPU); the CLI prints one line."""

@@ -58,6 +58,14 @@ class ATTAMaximizer(Maximizer):
       the window moves there, when it differs from ours by at most 0.001 per pixel.
     * MNIST: ``--epochs_reset`` is read but never used (no reset) | ``reset`` as given |
       ``reset=None`` reproduces their MNIST code; a period reproduces their CIFAR code.
+    * CIFAR (``train_atta_cifar.py``, read at haizhongzheng/ATTA commit aafedf6): the training
+      loss is ``(1.0 / batch_size) * CrossEntropyLoss()(...)``, the batch mean divided once more
+      by the batch size (64), under SGD at lr 0.1 with weight decay 2e-4 | the plain batch mean of
+      the cross-entropy, as for every other method here | their loss gradient is 64 x weaker
+      against the weight decay, which SGD adds unscaled (as if the weight decay were
+      64 x 2e-4 = 0.0128 at a learning rate of 0.1 / 64 on the loss); not reproduced, so that
+      ATTA and Amata+ATTA differ from the other rows of a table only in the inner maximization.
+      Their MNIST script takes the plain mean (SGD, no weight decay), as we do.
     """
 
     name = "atta"

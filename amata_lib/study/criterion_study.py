@@ -21,7 +21,6 @@ other settings. ``python -m amata_lib criterion --help``.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -38,6 +37,7 @@ from ..infra.checkpoints import differences
 from ..infra.checks import check_int
 from ..infra.data import load
 from ..infra.errors import UserError
+from ..infra.io import read_json
 from ..infra.nn import eval_mode
 from ..infra.results import ResultError, provenance, write_json_atomic
 from .convergence import reference_attack
@@ -156,10 +156,7 @@ def run_study(out: str | Path, *, log: Log | None = print, command: str | None =
 
 def load_study(path: str | Path) -> dict:
     """A stored study, checked for its schema."""
-    try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ResultError(f"{path}: not a readable study ({exc})") from None
+    record = read_json(path, ResultError)
     if not isinstance(record, dict) or record.get("schema") != SCHEMA:
         raise ResultError(f"{path}: not a criterion study (schema {SCHEMA!r} expected)")
     return record
