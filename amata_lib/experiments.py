@@ -503,7 +503,7 @@ def _exists(path: Path) -> bool:
 
 def expected_data(cfg: dict, data_sha256: Any = UNKNOWN) -> Any:
     """The data hash an experiment's results must hold: ``data_sha256`` when given, ``None`` for digits (bundled,
-    no file), else :data:`~amata_lib.infra.results.UNKNOWN` (then all its results must hold the same one)."""
+    no file), else ``UNKNOWN`` (of :mod:`amata_lib.infra.results`) (then all its results must hold the same one)."""
     if data_sha256 is not UNKNOWN:
         return data_sha256
     return None if cfg["dataset"] == "digits" else UNKNOWN
@@ -511,7 +511,7 @@ def expected_data(cfg: dict, data_sha256: Any = UNKNOWN) -> Any:
 
 def check_same_data(results: dict[Path, dict], expected: Any = UNKNOWN) -> None:
     """Refuse a result (``results[path]``) trained on other data than ``expected``, or, when that is
-    :data:`~amata_lib.infra.results.UNKNOWN`, than the first of them."""
+    ``UNKNOWN`` (of :mod:`amata_lib.infra.results`), than the first of them."""
     first = None
     for path, result in results.items():
         if expected is UNKNOWN:

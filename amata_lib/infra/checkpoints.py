@@ -71,7 +71,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict, settings: dict) -> Non
 def intact(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a whole ``torch.save`` zip file: every member's CRC right, its pickle complete.
 
-    Nothing is unpickled: the pickle's opcodes are only walked (:func:`pickletools.genops`),
+    Nothing is unpickled: the pickle's opcodes are only walked (``pickletools.genops``),
     so a file that loading refuses can be told apart as damaged (cut short, corrupted) or
     whole (then it holds objects other than plain data).
     """

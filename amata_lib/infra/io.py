@@ -7,7 +7,7 @@ umask; temporary files are created ``0o600``), and then replace the target in on
 file is removed and the previous target, if any, is left intact.
 
 :func:`read_json` reads every JSON file a user hands the library (results, configs, studies):
-a regular file of at most :data:`MAX_JSON_BYTES`, nested at most :data:`MAX_JSON_DEPTH` levels,
+a regular file of at most ``MAX_JSON_BYTES``, nested at most ``MAX_JSON_DEPTH`` levels,
 or one error naming it -- never a hang on ``/dev/zero`` or a ``RecursionError``.
 """
 from __future__ import annotations
@@ -115,8 +115,8 @@ def read_json(path: str | os.PathLike, error: type[UserError] = UserError,
     """The JSON value in file ``path``; anything else is ``error`` with one line naming ``path``.
 
     Refused: a missing file (``missing()`` may add a hint), something that is not a regular
-    file (a folder, ``/dev/zero``, a pipe), a file over :data:`MAX_JSON_BYTES`, bytes that are
-    not UTF-8 JSON, and values nested deeper than :data:`MAX_JSON_DEPTH` levels (which would
+    file (a folder, ``/dev/zero``, a pipe), a file over ``MAX_JSON_BYTES``, bytes that are
+    not UTF-8 JSON, and values nested deeper than ``MAX_JSON_DEPTH`` levels (which would
     exhaust the interpreter's recursion). JSON's non-standard ``NaN`` and ``Infinity`` are
     read as floats: what a number may be is for the caller to check.
     """
