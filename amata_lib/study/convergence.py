@@ -8,7 +8,7 @@ where ``delta`` is how far the inner maximizer's output is from the true maximiz
 * :func:`optimization_term`, :func:`inexactness_term`: the two terms;
 * :class:`ConcaveToy`, :func:`make_toy`, :func:`run_two_loop`: a problem that satisfies
   the assumptions, whose maximizer is known in closed form, so ``delta`` is exact;
-* :func:`reference_attack`, :func:`measure_inner`: on a neural network, where the true
+* :func:`reference_attack`, :func:`measure_inner`, :func:`measure_plans`: on a neural network, where the true
   maximizer is unknown, a strong many-step PGD stands in for it.
 """
 from __future__ import annotations
@@ -188,16 +188,33 @@ def measure_inner(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
     Runs in eval mode with its own seeded random stream, so calling it from a
     training callback does not change the training run.
     """
+    return measure_plans(model, x, y, eps=eps, plans={"plan": plan}, ref_steps=ref_steps, restarts=restarts,
+                         seed=seed)["plan"]
+
+
+def measure_plans(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, plans: dict[str, Plan],
+                  ref_steps: int = 100, restarts: int = 2, seed: int = 0) -> dict[str, dict[str, float]]:
+    """:func:`measure_inner` for several plans against one reference attack: ``{name: measures}``.
+
+    The reference (the expensive part: ``restarts`` runs of ``ref_steps`` steps) is computed once;
+    each plan's measures are those :func:`measure_inner` gives it alone.
+    """
     with eval_mode(model):
         with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
             torch.manual_seed(seed)
             x_ref = reference_attack(model, x, y, eps=eps, steps=ref_steps, restarts=restarts)
-            x_plan = pgd(model, x, y, eps=eps, alpha=plan.alpha, steps=plan.steps, random_start=False)
-        dist = (x_plan - x_ref).flatten(1).norm(dim=1)
-        with torch.no_grad():
-            gap = attack_loss(model(x_ref), y).mean() - attack_loss(model(x_plan), y).mean()
+            x_plans = {name: pgd(model, x, y, eps=eps, alpha=plan.alpha, steps=plan.steps, random_start=False)
+                       for name, plan in plans.items()}
         g_ref = param_grad(model, x_ref, y)
-        err, norm = float((param_grad(model, x_plan, y) - g_ref).norm()), float(g_ref.norm())
-        return {"grad_sq": param_grad_sq_norm(model, x_ref, y), "delta": float(dist.mean()),
-                "delta_max": float(dist.max()), "loss_gap": float(gap), "grad_err": err,
-                "grad_err_rel": err / norm if norm > 0 else 0.0}
+        norm, grad_sq = float(g_ref.norm()), param_grad_sq_norm(model, x_ref, y)
+        with torch.no_grad():
+            ref_loss = attack_loss(model(x_ref), y).mean()
+        out = {}
+        for name, x_plan in x_plans.items():
+            dist = (x_plan - x_ref).flatten(1).norm(dim=1)
+            with torch.no_grad():
+                gap = ref_loss - attack_loss(model(x_plan), y).mean()
+            err = float((param_grad(model, x_plan, y) - g_ref).norm())
+            out[name] = {"grad_sq": grad_sq, "delta": float(dist.mean()), "delta_max": float(dist.max()),
+                         "loss_gap": float(gap), "grad_err": err, "grad_err_rel": err / norm if norm > 0 else 0.0}
+        return out
