@@ -22,7 +22,7 @@ UNIT       := $(BIN)/python -m pytest tests --ignore=tests/test_browser.py
 # `make book EXECUTE=1` re-executes every chapter in place first (as `make notebooks`).
 EXECUTE ?= 0
 
-.PHONY: install book test test-lib test-slow test-notebooks test-portable test-browser notebooks clean
+.PHONY: install book test test-all test-lib test-slow test-notebooks test-portable test-browser notebooks clean
 
 install: $(STAMP)
 
@@ -34,22 +34,28 @@ $(STAMP): pyproject.toml
 book: $(STAMP) $(if $(filter 1,$(EXECUTE)),notebooks)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/build_book.sh
 
-# Unit tests (the fast ones, then the slow ones), strict nbval on every chapter, then the
-# real-browser check of the built book (the book is built first when _build/html is missing).
+# Lint and the unit tests not marked slow, strict nbval on every chapter, then the real-browser
+# check of the built book (the book is built first when _build/html is missing).  The slow
+# end-to-end tests run apart, in `make test-slow`; `make test-all` runs everything CI runs.
 test: $(STAMP)
 	$(MAKE) test-lib
-	$(MAKE) test-slow
 	$(MAKE) test-notebooks
 	$(MAKE) test-browser
 
-# Lint and every unit test not marked slow (a few minutes on two cores).
+test-all: $(STAMP)
+	$(MAKE) test
+	$(MAKE) test-slow
+	$(MAKE) test-portable
+
+# Lint and every unit test not marked slow.
 test-lib: $(STAMP)
 	$(BIN)/ruff check .
 	$(UNIT) -m "not slow" $(TEST_XDIST)
 
-# The unit tests marked slow (@pytest.mark.slow): end to end with real processes (kill -9, torchrun,
-# gloo, pytest itself), whole experiments, the benchmark script, full robustness reports.
-# test-lib and test-slow together run every unit test, as a plain `pytest` does.
+# The unit tests marked slow (@pytest.mark.slow): end to end with real processes (kill -9, Ctrl-C,
+# torchrun, gloo, a second process on a lock, a closed pipe, pytest itself), whole experiments,
+# the benchmark script, bf16 training.  test-lib and test-slow together run every unit test, as a
+# plain `pytest` does.
 test-slow: $(STAMP)
 	$(UNIT) -m slow $(TEST_XDIST)
 
