@@ -1,11 +1,9 @@
 """Adaptive Amata: the greedy Eq. 14 choice, its probe cost, resume, CLI and configs."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +15,6 @@ from amata_lib.infra.errors import UserError
 from amata_lib.spec import make_schedule
 from amata_lib.study.adaptive import Adaptive
 from amata_lib.study.criterion import plan_value
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -90,33 +86,33 @@ def test_the_trainer_uses_the_argmax_at_the_epochs_start_weights_and_counts_the_
     assert all(r["probe_time"] > 0 for r in h)
 
 
-def test_resume_after_kill_9_gives_the_same_run(tmp_path):
-    args = [sys.executable, "-m", "amata_lib", "train", "--method", "adaptive", "--k-min", "2", "--k-max", "6",
+@pytest.mark.slow
+def test_resume_after_kill_9_gives_the_same_run(tmp_path, cli_main, one_thread):
+    """The reference and the resume run in this process; the run killed with SIGKILL is a real process."""
+    args = ["train", "--method", "adaptive", "--k-min", "2", "--k-max", "6",
             "--gamma", "0.002", "--probe-size", "64", "--epochs", "5", "--eval-subset", "50", "--eval-steps", "3",
             "--no-progress"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    ref = subprocess.run(args + ["--out", str(tmp_path / "ref.json"), "--checkpoint", str(tmp_path / "ref.pt")],
-                         capture_output=True, text=True, env=env, timeout=600)
+    env = one_thread
+    ref = cli_main(*args, "--out", tmp_path / "ref.json", "--checkpoint", tmp_path / "ref.pt", cwd=tmp_path)
     assert ref.returncode == 0, ref.stderr
     ckpt = tmp_path / "kill.pt"
     out = tmp_path / "kill.json"
-    proc = subprocess.Popen(args + ["--out", str(out), "--checkpoint", str(ckpt)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "amata_lib", *args, "--out", str(out), "--checkpoint", str(ckpt)],
+                            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert ckpt.exists() and not out.exists(), "the kill came too late to test a resume"
-    resumed = subprocess.run(args + ["--out", str(out), "--checkpoint", str(ckpt)], capture_output=True, text=True,
-                             env=env, timeout=600)
+    resumed = cli_main(*args, "--out", out, "--checkpoint", ckpt, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     keys = ("epoch", "steps", "alpha", "passes", "probe_passes", "train_loss", "clean_acc", "robust_acc")
     a, b = (json.loads(p.read_text())["history"] for p in (tmp_path / "ref.json", out))
     assert [[r[k] for k in keys] for r in a] == [[r[k] for k in keys] for r in b]
 
 
-def test_factory_cli_and_config_errors(tmp_path):
+def test_factory_cli_and_config_errors(tmp_path, cli_main):
     s = make_schedule("adaptive", 6, k_min=2, k_max=5, tau=0.5, gamma=0.01, probe_every=2, monotone=True)
     assert isinstance(s, Adaptive) and s.every == 2 and s.monotone and s.probe_size == 128
     assert s.fingerprint()["candidates"] == [[2, 0.25], [3, 0.5 / 3], [4, 0.125], [5, 0.1]]
@@ -124,11 +120,9 @@ def test_factory_cli_and_config_errors(tmp_path):
         make_schedule("adaptive", 6, k_min=2, k_max=5, tau=0.5)
     with pytest.raises(ValueError, match="gamma must be"):
         Adaptive(2, 5, 0.5, 6, gamma=-1.0)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     for argv, match in ((["schedule", "--method", "adaptive"], "no schedule to print"),
                         (["train", "--method", "adaptive", "--alpha", "0.1"], "--alpha is not used by --method"),
                         (["train", "--method", "amata", "--gamma", "1"], "--gamma is not used by --method 'amata'"),
                         (["train", "--method", "adaptive", "--probe-size", "0"], "--probe-size")):
-        bad = subprocess.run([sys.executable, "-m", "amata_lib", *argv], capture_output=True, text=True, env=env,
-                             timeout=120, cwd=tmp_path)
+        bad = cli_main(*argv, cwd=tmp_path)
         assert bad.returncode == 2 and match in bad.stderr and "Traceback" not in bad.stderr, (argv, bad.stderr)

@@ -73,6 +73,7 @@ class Rounding(torch.nn.Module):
         return self.model(torch.round(x * 3) / 3)
 
 
+@pytest.mark.slow
 def test_a_rounding_model_is_flagged_as_masking_by_square_and_its_zero_gradients(pgd_model, head):
     """PGD cannot move a model whose gradient is zero, so it looks robust; the gradient-free Square attack
     is not fooled, and the input gradients say why. The same network without rounding is not flagged."""

@@ -42,7 +42,19 @@ def test_bad_settings_name_the_parameter(kwargs, match):
         study_settings(**kwargs)
 
 
-def test_tiny_study_runs_resumes_and_refuses_other_settings(tmp_path):
+@pytest.fixture
+def small_digits(monkeypatch, digits):
+    """The study on the first 256 training and 100 test digits (two minibatches per epoch, instead of 11 with
+    the 5 strategies' up to 40 steps each): what the tiny study checks does not depend on the data's size."""
+    from torch.utils.data import TensorDataset
+
+    import amata_lib.study.criterion_study as study
+    train_set, test_set = digits
+    small = (TensorDataset(*(t[:256] for t in train_set.tensors)), TensorDataset(*(t[:100] for t in test_set.tensors)))
+    monkeypatch.setattr(study, "load", lambda name: small)  # the study's dataset is always "digits"
+
+
+def test_tiny_study_runs_resumes_and_refuses_other_settings(tmp_path, small_digits):
     out = tmp_path / "study.json"
     lines = []
     record = run_study(out, log=lines.append, command="test", **TINY)
@@ -59,17 +71,11 @@ def test_tiny_study_runs_resumes_and_refuses_other_settings(tmp_path):
         run_study(out, log=None, **dict(TINY, epochs=2))
 
 
-def test_cli_criterion_help_and_bad_input_without_traceback(tmp_path):
-    import os
-    import subprocess
-    import sys
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    ok = subprocess.run([sys.executable, "-m", "amata_lib", "criterion", "--help"], capture_output=True, text=True,
-                        env=env, timeout=120)
+def test_cli_criterion_help_and_bad_input_without_traceback(tmp_path, cli_main):
+    ok = cli_main("criterion", "--help")
     assert ok.returncode == 0 and "--measure-every" in ok.stdout and "resumes" in ok.stdout
     for args, message in ((["--seeds", "1,1"], "seeds must be distinct"), (["--gammas", "a,b"], "comma-separated"),
                           (["--epochs", "5", "--measure-every", "6"], "measure_every must be <= epochs")):
-        bad = subprocess.run([sys.executable, "-m", "amata_lib", "criterion", "--out", str(tmp_path / "s.json"), *args],
-                             capture_output=True, text=True, env=env, timeout=120)
+        bad = cli_main("criterion", "--out", tmp_path / "s.json", *args)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
     assert not (tmp_path / "s.json").exists()

@@ -172,8 +172,8 @@ def _join(rank, world, port):
     assert distributed.init_from_env("cpu")
 
 
-def _worker(rank, world, port, out):
-    _join(rank, world, port)
+def _trainer_runs(rank, out):
+    """The trainer's runs on each rank (rank{rank}.pt): own checkpoint, interrupted and resumed, one PGD epoch."""
     digits = load("digits")
     torch.manual_seed(0)
     model = DigitsCNN()
@@ -193,7 +193,6 @@ def _worker(rank, world, port, out):
     torch.save({"history": history, "state": model.state_dict(), "resumed": resumed,
                 "resumed_state": resumed_model.state_dict(), "pgd_state": pgd_model.state_dict()},
                out / f"rank{rank}.pt")
-    distributed.shutdown()
 
 
 def _free_port():
@@ -202,8 +201,9 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_equal_one_process_with_the_global_batch(digits, tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), tmp_path), nprocs=2, join=True)
+@pytest.mark.slow
+def test_two_processes_equal_one_process_with_the_global_batch(digits, spawned):
+    tmp_path = spawned
     torch.manual_seed(0)
     ref_model = DigitsCNN()
     ref = train(ref_model, *digits, **_config())
@@ -246,8 +246,8 @@ def _plus_runs():
     return out
 
 
-def _plus_worker(rank, world, port, out):
-    _join(rank, world, port)
+def _plus_runs_of_rank(rank, out):
+    """Free and YOPO on each rank (plus{rank}.pt), and Free at eps > 0 uninterrupted, interrupted and resumed."""
     runs = _plus_runs()
     # Free at eps > 0 carries each rank's own perturbation; a resumed run must continue with it
     from amata_lib.methods import FreeMaximizer
@@ -265,13 +265,30 @@ def _plus_worker(rank, world, port, out):
         finals.append(model.state_dict())
     runs["free_resumed"] = finals
     torch.save(runs, out / f"plus{rank}.pt")
+
+
+def _worker(rank, world, port, out):
+    """One rank of the gloo group that serves both data-parallel tests below (a process start imports torch,
+    so one pair of processes runs the trainer's and the own-step methods' runs, one after the other)."""
+    _join(rank, world, port)
+    _trainer_runs(rank, out)
+    _plus_runs_of_rank(rank, out)
     distributed.shutdown()
 
 
-def test_own_step_methods_train_data_parallel(tmp_path):
+@pytest.fixture(scope="module")
+def spawned(tmp_path_factory):
+    """The folder where two spawned processes (ranks 0 and 1, as torchrun would start them) left their runs."""
+    out = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    return out
+
+
+@pytest.mark.slow
+def test_own_step_methods_train_data_parallel(spawned):
     """Free and YOPO take their own parameter steps through DDP (with the trainer's loss scaling for the
     uneven last minibatch, 3 = 2 + 1): two processes equal one process with the global batch."""
-    mp.spawn(_plus_worker, args=(2, _free_port(), tmp_path), nprocs=2, join=True)
+    tmp_path = spawned
     ranks = [torch.load(tmp_path / f"plus{r}.pt", weights_only=True) for r in range(2)]
     ref = _plus_runs()
     for name in ("free", "yopo"):

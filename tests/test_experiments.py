@@ -1,5 +1,4 @@
 import json
-import os
 import re
 import signal
 import subprocess
@@ -33,12 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ["experiment", "digits-smoke", "--runs", "pgd-5,amata-2-5", "--epochs", "3", "--train-subset", "400",
          "--eval-subset", "60", "--autoattack-n", "30"]
 HISTORY_KEYS = ("epoch", "steps", "alpha", "passes", "train_loss", "clean_acc", "robust_acc")
-
-
-def cli(*args, cwd):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "amata_lib", *args], cwd=cwd, capture_output=True,
-                          text=True, env=env, timeout=300)
 
 
 def test_shipped_configs_validate_and_build():
@@ -165,13 +158,13 @@ def test_experiment_mistakes_give_one_line(tmp_path, monkeypatch, capsys, args, 
     assert match in err and len(err.strip().splitlines()) == 1
 
 
-def test_list_and_bad_config_file_via_cli(tmp_path, capsys):
+def test_list_and_bad_config_file_via_cli(tmp_path, capsys, cli_main):
     assert main(["experiment", "--list"]) == 0
     listed = capsys.readouterr().out
     assert "mnist-table1 (version 1): mnist, lenet, eps 0.3, 10 epochs; runs: pgd-10, pgd-20, pgd-40" in listed
     assert len(listed.strip().splitlines()) == len(available())
     (tmp_path / "bad.json").write_text(json.dumps(_edit(_raw(), ("runs", 2, "k_max"), 0)))
-    bad = cli("experiment", "bad.json", cwd=tmp_path)
+    bad = cli_main("experiment", "bad.json", cwd=tmp_path)
     assert bad.returncode == 2
     assert "field 'runs[2].k_max': Input should be greater than or equal to 1, got 0" in bad.stderr
     assert "Traceback" not in bad.stderr
@@ -182,14 +175,16 @@ def _histories(folder):
             for p in sorted(folder.glob("*.json"))}
 
 
-def test_kill_9_resume_skip_and_stored_result(tmp_path, monkeypatch, capsys):
+@pytest.mark.slow
+def test_kill_9_resume_skip_and_stored_result(tmp_path, monkeypatch, capsys, cli_main, one_thread):
+    """The reference and the resume run in this process; the run killed with SIGKILL is a real process."""
     ref_dir, kill_dir = tmp_path / "ref", tmp_path / "kill"
     ref_dir.mkdir(), kill_dir.mkdir()
-    ref = cli(*SMOKE, cwd=ref_dir)
+    ref = cli_main(*SMOKE, cwd=ref_dir)
     assert ref.returncode == 0, ref.stderr
     results = ref_dir / "data" / "results" / "digits-smoke-reduced" / "seed0"
 
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = one_thread
     ckpt = kill_dir / "data" / "checkpoints" / "digits-smoke-reduced" / "seed0" / "pgd-5.pt"
     proc = subprocess.Popen([sys.executable, "-m", "amata_lib", *SMOKE], cwd=kill_dir, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -200,7 +195,7 @@ def test_kill_9_resume_skip_and_stored_result(tmp_path, monkeypatch, capsys):
     proc.wait()
     assert ckpt.exists(), "no checkpoint appeared before the kill"
     assert not (kill_dir / "data" / "results" / "digits-smoke-reduced" / "seed0" / "pgd-5.json").exists()
-    resumed = cli(*SMOKE, cwd=kill_dir)
+    resumed = cli_main(*SMOKE, cwd=kill_dir)
     assert resumed.returncode == 0, resumed.stderr
     assert "[pgd-5] resuming from" in resumed.stdout
     killed = kill_dir / "data" / "results" / "digits-smoke-reduced" / "seed0"

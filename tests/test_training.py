@@ -205,6 +205,7 @@ def test_early_stop_measures_pgd_on_the_fixed_batch_without_touching_the_traject
     assert record["early_stop_acc"] == float((model(x_adv).argmax(1) == y).float().mean())
 
 
+@pytest.mark.slow
 def test_bf16_autocast_on_the_cpu_trains_within_tolerance_of_fp32(digits):
     """amp=True runs the attack and the step in bf16 on the CPU; robustness stays near fp32's.
 

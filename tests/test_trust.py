@@ -1,4 +1,7 @@
-"""The command line as a hostile-but-fair user meets it: bad inputs and faults, driven as subprocesses.
+"""The command line as a hostile-but-fair user meets it: bad inputs and faults.
+
+Driven in-process (``cli_main`` of tests/conftest.py: ``main(argv)`` with its exit code, stdout and stderr)
+except where a test needs a real process: a second process holding a lock, Ctrl-C, a closed pipe.
 
 Every refused case must exit non-zero with one line on stderr that names the option
 or file, print no traceback, and leave no new file behind (and earlier results intact).
@@ -25,12 +28,6 @@ from amata_lib.infra.results import load_run
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--method", "pgd", "--k", "2", "--epochs", "2", "--train-subset", "200", "--eval-subset", "50",
         "--no-progress"]
-
-
-def cli(*args, cwd, env=None):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
-    return subprocess.run([sys.executable, "-m", "amata_lib", *args], cwd=cwd, capture_output=True, text=True,
-                          env=env, timeout=300)
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -202,9 +199,9 @@ def workdir(tmp_path):
 
 
 @pytest.mark.parametrize("args, words", CASES, ids=[" ".join(a)[:70] for a, _ in CASES])
-def test_bad_input_is_one_clear_line_and_writes_nothing(workdir, args, words):
+def test_bad_input_is_one_clear_line_and_writes_nothing(workdir, cli_main, args, words):
     before = files(workdir)
-    out = cli(*args, cwd=workdir)
+    out = cli_main(*args, cwd=workdir)
     assert_refused(out, *words)
     assert files(workdir) == before  # nothing written, nothing changed, nothing deleted
     assert not (workdir / "PWNED").exists()
@@ -214,19 +211,19 @@ def test_at_least_forty_cases():
     assert len(CASES) >= 40
 
 
-def test_malicious_checkpoint_never_runs_even_at_the_default_path(tmp_path):
+def test_malicious_checkpoint_never_runs_even_at_the_default_path(tmp_path, cli_main):
     args = ["train", *FAST, "--name", "victim"]
     ckpt = tmp_path / "data" / "checkpoints" / "victim.pt"
     ckpt.parent.mkdir(parents=True)
     evil_checkpoint(ckpt)
-    assert_refused(cli(*args, cwd=tmp_path), "victim.pt", "refused")
+    assert_refused(cli_main(*args, cwd=tmp_path), "victim.pt", "refused")
     assert not (tmp_path / "data" / "checkpoints" / "PWNED").exists()
     assert ckpt.exists()  # kept for the user to inspect, not silently deleted
     assert not (tmp_path / "data" / "results").exists()
 
 
-def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
-    first = cli("train", *FAST, "--name", "a", "--keep-checkpoint", cwd=tmp_path)
+def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path, cli_main):
+    first = cli_main("train", *FAST, "--name", "a", "--keep-checkpoint", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     ckpt = tmp_path / "data" / "checkpoints" / "a.pt"
     before = files(tmp_path)
@@ -239,33 +236,34 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
                 args[args.index(change[i]) + 1] = change[i + 1]
             else:
                 args += change[i:i + 2]
-        out = cli("train", *args, "--name", "b", "--checkpoint", str(ckpt), cwd=tmp_path)
+        out = cli_main("train", *args, "--name", "b", "--checkpoint", str(ckpt), cwd=tmp_path)
         assert_refused(out, "a.pt", "belongs to a run with other settings", word)
         assert files(tmp_path) == before
 
 
-def test_finished_result_of_other_settings_is_never_overwritten(tmp_path):
-    assert cli("train", *FAST, "--name", "r", cwd=tmp_path).returncode == 0
+def test_finished_result_of_other_settings_is_never_overwritten(tmp_path, cli_main):
+    assert cli_main("train", *FAST, "--name", "r", cwd=tmp_path).returncode == 0
     result = tmp_path / "data" / "results" / "r.json"
     before = files(tmp_path)
     other = [a if a != "2" or i != FAST.index("--k") + 1 else "3" for i, a in enumerate(FAST)]
-    assert_refused(cli("train", *other, "--name", "r", cwd=tmp_path), "r.json",
+    assert_refused(cli_main("train", *other, "--name", "r", cwd=tmp_path), "r.json",
                    "holds a finished run with other settings", "k: 2 -> 3")
     assert files(tmp_path) == before
-    same = cli("train", *FAST, "--name", "r", cwd=tmp_path)
+    same = cli_main("train", *FAST, "--name", "r", cwd=tmp_path)
     assert same.returncode == 0 and "done already" in same.stdout
     assert files(tmp_path) == before and load_run(result)["history"][-1]["epoch"] == 2
 
 
-def test_default_names_differ_for_different_settings(tmp_path):
-    assert cli("train", *FAST, cwd=tmp_path).returncode == 0
+def test_default_names_differ_for_different_settings(tmp_path, cli_main):
+    assert cli_main("train", *FAST, cwd=tmp_path).returncode == 0
     other = [a if a != "2" or i != FAST.index("--k") + 1 else "3" for i, a in enumerate(FAST)]
-    assert cli("train", *other, cwd=tmp_path).returncode == 0
+    assert cli_main("train", *other, cwd=tmp_path).returncode == 0
     names = sorted(p.name for p in (tmp_path / "data" / "results").iterdir())
     assert len(names) == 2 and all(n.startswith("digits-pgd-seed0-") for n in names), names
 
 
-def test_a_second_process_on_the_same_run_is_refused(tmp_path):
+@pytest.mark.slow
+def test_a_second_process_on_the_same_run_is_refused(tmp_path, cli_main):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     long = ["train", "--method", "pgd", "--k", "5", "--epochs", "50", "--name", "busy", "--no-progress"]
     first = subprocess.Popen([sys.executable, "-m", "amata_lib", *long], cwd=tmp_path, env=env,
@@ -276,7 +274,7 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path):
         time.sleep(0.05)
     try:
         assert lock.exists()
-        assert_refused(cli(*long, cwd=tmp_path), "another process is training this run", "busy.pt.lock")
+        assert_refused(cli_main(*long, cwd=tmp_path), "another process is training this run", "busy.pt.lock")
     finally:
         first.send_signal(signal.SIGINT)
         _, err = first.communicate(timeout=120)
@@ -284,11 +282,12 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path):
     assert not lock.exists()  # released and removed on the way out
 
 
-def test_ctrl_c_resumes_to_the_uninterrupted_result(tmp_path):
+@pytest.mark.slow
+def test_ctrl_c_resumes_to_the_uninterrupted_result(tmp_path, cli_main, one_thread):
     args = ["train", "--method", "pgd", "--k", "2", "--epochs", "4", "--train-subset", "400", "--eval-subset",
             "50", "--no-progress"]
-    assert cli(*args, "--name", "ref", cwd=tmp_path).returncode == 0
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    assert cli_main(*args, "--name", "ref", cwd=tmp_path).returncode == 0
+    env = one_thread  # the reference ran here on one thread: the child must compute the same, bit for bit
     proc = subprocess.Popen([sys.executable, "-m", "amata_lib", *args, "--name", "cut"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpt = tmp_path / "data" / "checkpoints" / "cut.pt"
@@ -300,13 +299,14 @@ def test_ctrl_c_resumes_to_the_uninterrupted_result(tmp_path):
     if proc.returncode == 0:
         pytest.skip("the run finished before the interrupt arrived")
     assert proc.returncode == 130 and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert cli(*args, "--name", "cut", cwd=tmp_path).returncode == 0
+    assert cli_main(*args, "--name", "cut", cwd=tmp_path).returncode == 0
     ref, cut = (load_run(tmp_path / "data" / "results" / f"{n}.json")["history"] for n in ("ref", "cut"))
     drop = ("epoch_time", "time")
     assert [{k: v for k, v in r.items() if k not in drop} for r in ref] == \
            [{k: v for k, v in r.items() if k not in drop} for r in cut]
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_start_up_prints_no_traceback(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "amata_lib", "train", "--epochs", "1"], cwd=tmp_path, env=env,
@@ -328,7 +328,7 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", str(disk)], check=True)
 
 
-def test_full_disk_keeps_the_old_result_and_leaves_no_debris(tmp_path, tiny_disk):
+def test_full_disk_keeps_the_old_result_and_leaves_no_debris(tmp_path, tiny_disk, cli_main):
     old = tiny_disk / "old.json"
     old.write_text('{"old": true}\n')
     with open(tiny_disk / "filler", "wb", buffering=0) as f:  # fill the disk to the last byte
@@ -337,7 +337,7 @@ def test_full_disk_keeps_the_old_result_and_leaves_no_debris(tmp_path, tiny_disk
                 f.write(b"x" * 1024)
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
-    out = cli("train", *FAST, "--out", str(tiny_disk / "new.json"), "--checkpoint", str(tmp_path / "run.pt"),
+    out = cli_main("train", *FAST, "--out", str(tiny_disk / "new.json"), "--checkpoint", str(tmp_path / "run.pt"),
               cwd=tmp_path)
     assert_refused(out, "cannot write", "new.json", "No space left on device")
     assert old.read_text() == '{"old": true}\n'
@@ -384,8 +384,8 @@ def test_internal_errors_keep_their_traceback(monkeypatch):
         main(["show", "x.json"])
 
 
-def test_checkpoint_loads_with_weights_only(tmp_path):
-    assert cli("train", *FAST, "--name", "w", "--keep-checkpoint", cwd=tmp_path).returncode == 0
+def test_checkpoint_loads_with_weights_only(tmp_path, cli_main):
+    assert cli_main("train", *FAST, "--name", "w", "--keep-checkpoint", cwd=tmp_path).returncode == 0
     state = torch.load(tmp_path / "data" / "checkpoints" / "w.pt", weights_only=True)
     assert state["schema"] == "amata-checkpoint/1" and state["settings"]["epochs"] == 2
     with zipfile.ZipFile(tmp_path / "data" / "checkpoints" / "w.pt") as z:  # a torch zip file, no extra code
@@ -695,7 +695,7 @@ def test_r2_every_stored_result_loads_sane_and_in_its_place():
         found = collect(folder, experiment=experiment, seed=int(folder.name.removeprefix("seed")))
         assert len({r["config"].get("data_sha256") for r in found.values()}) == 1, folder
     verdicts = [n for n in available() if "protocol" in load_config(n) and (STORED / n).is_dir()]
-    assert {"digits-verdict", "mnist-verdict-10k", "mnist-adaptive-10k"} <= set(verdicts)
+    assert {"digits-verdict", "digits-rivals", "mnist-verdict-10k", "mnist-verdict-20k"} <= set(verdicts)
     for name in verdicts:
         assert experiment_runs(name, out_dir=STORED)
 
@@ -873,6 +873,7 @@ def test_r2_show_refuses_what_is_no_regular_json_file(tmp_path, capsys):
     refused_here(capsys, "show", huge, words=["huge.json", "too large"])
 
 
+@pytest.mark.slow
 def test_r2_a_closed_pipe_ends_the_output_quietly(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "amata_lib", "schedule", "--method", "amata", "--epochs",

@@ -1,10 +1,6 @@
 """The verdict protocol: target rule, cost to target, paired bootstrap intervals, verdict words, and the CLI."""
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +20,6 @@ from amata_lib.study.verdict import (
     verdict,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = {"seeds": [0, 1, 2], "reference": "pgd", "compare": ["amata"],
             "target": {"rule": "reference-final-minus", "margin": 0.02}}
 
@@ -252,7 +247,8 @@ def test_warmup_is_the_same_for_every_row_of_a_seed():
     assert not torch.equal(models.build("digits_cnn").conv1.weight, states[0]["conv1.weight"])  # it trained
 
 
-def test_protocol_experiment_runs_every_seed_and_prints_the_verdict(tmp_path):
+@pytest.mark.slow
+def test_protocol_experiment_runs_every_seed_and_prints_the_verdict(tmp_path, cli_main):
     """`python -m amata_lib experiment CONFIG` runs each seed of the protocol, then prints the verdict,
     and `--verdict` reprints it from the stored results without training."""
     raw = _raw("digits-verdict")
@@ -262,10 +258,9 @@ def test_protocol_experiment_runs_every_seed_and_prints_the_verdict(tmp_path):
     raw["eval"].update(subset=40, autoattack_n=20, pgd_steps=3, cw_steps=3, pgd_restarts=1)
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(raw))
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    args = [sys.executable, "-m", "amata_lib", "experiment", str(config), "--train-subset", "256",
+    args = ["experiment", str(config), "--train-subset", "256",
             "--out-dir", str(tmp_path / "res"), "--checkpoint-dir", str(tmp_path / "ck"), "--allow-dirty"]
-    first = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    first = cli_main(*args)
     assert first.returncode == 0, first.stderr
     assert "seed 1 (2 of 2)" in first.stdout and "target: robust accuracy" in first.stdout
     assert sorted(p.parent.name + "/" + p.name for p in (tmp_path / "res").rglob("*.json")) == [
@@ -273,7 +268,7 @@ def test_protocol_experiment_runs_every_seed_and_prints_the_verdict(tmp_path):
     assert {p.parent.parent.name for p in (tmp_path / "res").rglob("*.json")} == {"tiny-verdict-reduced"}
     stored = json.loads((tmp_path / "res/tiny-verdict-reduced/seed0/pgd-10.json").read_text())
     assert stored["report"]["warmup"]["epochs"] == 1 and stored["config"]["protocol"]["seeds"] == [0, 1]
-    again = subprocess.run(args + ["--verdict"], capture_output=True, text=True, env=env, timeout=600)
+    again = cli_main(*args, "--verdict")
     assert again.returncode == 0, again.stderr
     v = experiment_verdict(str(config), train_subset=256, out_dir=tmp_path / "res")
     assert again.stdout.strip() == format_verdict(v)
@@ -295,10 +290,8 @@ def test_planned_passes_count_schedule_warmup_and_evaluations():
                                                            * 0.01 / 3600)
 
 
-def test_estimate_from_the_command_line(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-m", "amata_lib", "experiment", "digits-verdict", "--estimate",
-                          "--device", "cpu"], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+def test_estimate_from_the_command_line(tmp_path, cli_main):
+    out = cli_main("experiment", "digits-verdict", "--estimate", "--device", "cpu", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert "10 seed(s); one pass measured at" in lines[0] and len(lines) == 1 + 4 + 1
@@ -342,6 +335,7 @@ def test_borrowed_rows_need_the_lenders_settings(tmp_path, edit, match):
         _load_edited(tmp_path, "digits-adaptive", edit)
 
 
+@pytest.mark.slow
 def test_borrowed_rows_are_trained_by_the_lender_and_read_back(tmp_path):
     """A missing borrowed row is trained under the lender's name, into its folder; the verdict pairs it
     with the borrower's own rows seed by seed; a copy of it in the borrower's folder is refused."""
