@@ -38,7 +38,7 @@ import os
 from pathlib import Path
 
 RECORD = "AMATA_TOLERANCE_RECORD"
-"""Environment variable: a file to which every check appends ``{"label", "value", "stored", ...}``."""
+"""The environment variable naming a file to which every check appends ``{"label", "value", "stored", ...}``."""
 
 
 class StoredRun:
