@@ -38,7 +38,7 @@ import os
 from pathlib import Path
 
 RECORD = "AMATA_TOLERANCE_RECORD"
-"""The name of the environment variable that names a file to which every check appends ``{"label", "value", "stored", ...}``."""
+"""The environment variable naming a file to which every check appends ``{"label", "value", "stored", ...}``."""
 
 
 class StoredRun:
