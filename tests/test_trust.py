@@ -30,6 +30,12 @@ FAST = ["--method", "pgd", "--k", "2", "--epochs", "2", "--train-subset", "200",
         "--no-progress"]
 
 
+def sigint_as_a_user_sends_it():
+    """In the child before exec: SIGINT back to its default. A pytest-xdist worker ignores SIGINT, and an ignored
+    signal stays ignored across exec, so without this a child started by a worker would never see Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def files(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` with its bytes (to prove nothing was written or changed)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -267,6 +273,7 @@ def test_a_second_process_on_the_same_run_is_refused(tmp_path, cli_main):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     long = ["train", "--method", "pgd", "--k", "5", "--epochs", "50", "--name", "busy", "--no-progress"]
     first = subprocess.Popen([sys.executable, "-m", "amata_lib", *long], cwd=tmp_path, env=env,
+                             preexec_fn=sigint_as_a_user_sends_it,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lock = tmp_path / "data" / "checkpoints" / "busy.pt.lock"
     deadline = time.time() + 120
@@ -289,6 +296,7 @@ def test_ctrl_c_resumes_to_the_uninterrupted_result(tmp_path, cli_main, one_thre
     assert cli_main(*args, "--name", "ref", cwd=tmp_path).returncode == 0
     env = one_thread  # the reference ran here on one thread: the child must compute the same, bit for bit
     proc = subprocess.Popen([sys.executable, "-m", "amata_lib", *args, "--name", "cut"], cwd=tmp_path, env=env,
+                             preexec_fn=sigint_as_a_user_sends_it,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpt = tmp_path / "data" / "checkpoints" / "cut.pt"
     deadline = time.time() + 120
@@ -310,6 +318,7 @@ def test_ctrl_c_resumes_to_the_uninterrupted_result(tmp_path, cli_main, one_thre
 def test_ctrl_c_during_start_up_prints_no_traceback(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "amata_lib", "train", "--epochs", "1"], cwd=tmp_path, env=env,
+                             preexec_fn=sigint_as_a_user_sends_it,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.4)  # inside the imports of torch and the library
     proc.send_signal(signal.SIGINT)
