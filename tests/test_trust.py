@@ -326,15 +326,21 @@ def test_ctrl_c_during_start_up_prints_no_traceback(tmp_path):
     assert proc.returncode == 130 and "Traceback" not in err, err
 
 
+def mounted_tmpfs(folder: Path, options: str, why: str):
+    """Mount a 64 KiB tmpfs with ``options`` on the new ``folder``, yield it, unmount; skip with ``why`` where
+    mounting is impossible (not root, no ``mount``)."""
+    folder.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"{options}size=64k", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip(why)
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
 @pytest.fixture
 def tiny_disk(tmp_path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root); the simulated full disk test covers this")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
+    yield from mounted_tmpfs(tmp_path / "disk", "",
+                             "cannot mount a tmpfs here (needs root); the simulated full disk test covers this")
 
 
 def test_full_disk_keeps_the_old_result_and_leaves_no_debris(tmp_path, tiny_disk, cli_main):
@@ -798,13 +804,7 @@ def test_r2_too_long_paths_are_one_line(tmp_path, monkeypatch, capsys, where):
 @pytest.fixture
 def read_only(tmp_path):
     """A read-only file system (a tmpfs mounted ro; needs root), else skip."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True).returncode:
-        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
+    yield from mounted_tmpfs(tmp_path / "ro", "ro,", "cannot mount a read-only tmpfs here (needs root)")
 
 
 @pytest.mark.parametrize("option", ["--checkpoint-dir", "--out-dir"])
