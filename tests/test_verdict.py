@@ -415,3 +415,20 @@ def test_scorecard_verdicts_follow_the_evidence():
             for s in (0, 1, 2)}
     assert speed_claim({"x": verdict(proto, slow)}, headline="x").verdict.startswith("not reproduced (slower")
     assert pmp_claim().verdict == "holds"
+
+
+def test_scorecard_claims_name_the_chapter_that_judges_them():
+    """Each claim's chapter column names a chapter of the book; the adaptive claim is judged in chapter 10,
+    not in the criterion chapter it was split from (the scorecard once overrode the library's wrong name)."""
+    from pathlib import Path
+
+    from amata_lib.study.scorecard import adaptive_claim, pmp_claim, speed_claim
+
+    book = Path(__file__).resolve().parents[1] / "book"
+    proto = dict(PROTOCOL, reference="pgd-10", compare=["adaptive", "amata-2-10"])
+    seeds = {s: {"pgd-10": run([0.3, 0.6, 0.6, 0.6], 100), "adaptive": run([0.3, 0.6, 0.6, 0.6], 60),
+                 "amata-2-10": run([0.3, 0.6, 0.6, 0.6], 45)} for s in (0, 1, 2)}
+    claims = [adaptive_claim({"x": verdict(proto, seeds)}), speed_claim({"x": verdict(proto, seeds)}, headline="x"),
+              pmp_claim()]
+    assert claims[0].where == "10_adaptive_amata"
+    assert all((book / f"{c.where}.ipynb").exists() for c in claims), [c.where for c in claims]

@@ -137,7 +137,7 @@ def plus_claim(seed_runs: Mapping[int, Mapping[str, dict]], pairs: Mapping[str, 
         word += f"; not tested for {', '.join(untested)} (never keeps {level:.0%})"
     return Claim("2", "Amata+ speeds up YOPO, Free, Fast and ATTA",
                  "about 0.5 of YOPO's time (MNIST), 948 vs 1318 min for Free (ImageNet), about 2x for Fast and "
-                 "1.5x for ATTA (CIFAR-10)", "; ".join(texts), "stored", word, "09_amata_plus_runs")
+                 "1.5x for ATTA (data set not named)", "; ".join(texts), "stored", word, "09_amata_plus_runs")
 
 
 def theorem_claim(seed: int = 0) -> Claim:
@@ -215,7 +215,7 @@ def adaptive_claim(verdicts: Mapping[str, dict], row: str = "adaptive") -> Claim
     else:
         word = "not reproduced"
     return Claim("7", "The schedule can be chosen adaptively (the paper's future work)", "no number",
-                 "; ".join(parts), "stored", word, "06_criterion_c")
+                 "; ".join(parts), "stored", word, "10_adaptive_amata")
 
 
 def format_scorecard(claims: Sequence[Claim]) -> str:
