@@ -1027,3 +1027,42 @@ def test_r2_the_baseline_notes_are_in_the_method_tables():
     assert "batch 256" in yopo and "41 epochs" in yopo
     atta = " ".join(ATTAMaximizer.__doc__.split())
     assert "(1.0 / batch_size)" in atta and "64 x weaker" in atta and "weight decay 2e-4" in atta
+
+
+def test_two_ranks_checking_one_folder_never_take_it_from_each_other(tmp_path, monkeypatch):
+    """torchrun's ranks all run check_writable, then rank 0 takes the checkpoint lock. CI once saw rank 0 fail with
+    "cannot create the lock file …: No such file or directory": rank 1's probe removed the folder it had found
+    missing, between rank 0's mkdir and open. check_writable now removes only folders its own mkdir made, and
+    RunLock makes a vanished folder again."""
+    from pathlib import Path
+
+    from amata_lib.infra.checkpoints import RunLock
+    from amata_lib.infra.io import check_writable
+    folder = tmp_path / "data" / "checkpoints"
+    real_mkdir = Path.mkdir
+
+    def other_rank_first(self, *args, **kwargs):  # another process makes the folder just before this call does
+        if self == folder and not folder.exists():
+            os.mkdir(folder)
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", other_rank_first)
+    check_writable(folder / "run.pt", "--checkpoint")
+    assert folder.is_dir()  # the other rank's folder is left in place
+    assert sorted(p.name for p in folder.iterdir()) == []  # the probe is gone
+    monkeypatch.setattr(Path, "mkdir", real_mkdir)
+    check_writable(tmp_path / "new" / "deep" / "run.pt", "--checkpoint")
+    assert not (tmp_path / "new").exists()  # what this call made, it removes
+
+    real_open, calls = os.open, []
+
+    def vanished_once(path, *args):  # the folder is removed between RunLock's mkdir and its open
+        calls.append(path)
+        if len(calls) == 1:
+            os.rmdir(folder)
+        return real_open(path, *args)
+
+    monkeypatch.setattr(os, "open", vanished_once)
+    with RunLock(folder / "run.pt"):
+        assert (folder / "run.pt.lock").exists()
+    assert len(calls) == 2

@@ -147,11 +147,16 @@ class RunLock:
         if fcntl is None:  # pragma: no cover
             return self
         while True:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            except OSError as exc:
-                raise WriteError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from None
+            for attempt in range(5):
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+                    break
+                except FileNotFoundError as exc:  # the folder went between mkdir and open: make it again
+                    if attempt == 4:
+                        raise WriteError(f"cannot create the lock file {self.path}: {exc.strerror}") from None
+                except OSError as exc:
+                    raise WriteError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

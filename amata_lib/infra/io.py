@@ -73,24 +73,32 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
     """Fail now, not after hours of training, if a file cannot be created at ``path``.
 
     Creates a probe file in the target's folder and removes it again, together with
-    any folder it had to create: nothing is left behind.
+    the folders this call created: nothing is left behind. A folder is removed only
+    when this call's own ``mkdir`` made it, so a folder another process (another rank
+    of a ``torchrun`` job) created meanwhile is never taken from under it.
     """
     path = Path(path)
     try:
         if path.is_dir():
             raise WriteError(f"{what} {path} is a folder; give a file path")
-        created = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
+        missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
     except OSError as exc:  # a name too long, a folder that cannot be searched
         raise WriteError(f"{what} {path} cannot be written: {exc.strerror or exc}") from None
+    created = []
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        for folder in reversed(missing):  # shallowest first
+            try:
+                folder.mkdir()
+                created.append(folder)
+            except FileExistsError:  # made by someone else since: theirs, not ours to remove
+                pass
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:
         raise WriteError(f"{what} {path} cannot be written: {exc.strerror or exc}") from None
     finally:
-        for folder in created:  # deepest first
+        for folder in reversed(created):  # deepest first
             try:
                 folder.rmdir()
             except OSError:
