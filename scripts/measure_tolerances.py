@@ -4,6 +4,8 @@
     python scripts/measure_tolerances.py                     # every chapter with a check, every kernel set
     python scripts/measure_tolerances.py book/02_amata.ipynb --kernels native default
     python scripts/measure_tolerances.py --store --out data/benchmarks/tolerances.json
+    python scripts/measure_tolerances.py --kernels native default generic --machine epyc-avx2 \
+        --out data/benchmarks/tolerances.json      # add another CPU's draws to the stored ones
 
 Each chapter is executed top to bottom (nothing is written back) once per kernel set,
 with ``AMATA_TOLERANCE_RECORD`` set, so that every ``amata_lib.book.tolerance.check_close``
@@ -29,6 +31,12 @@ and at least a floor where the kernels moved a number by less: one point for an
 accuracy, one unit of the last printed digit otherwise. A check whose tolerance is below
 ``MARGIN`` times the measured deviation is marked ``TIGHT`` (exit status 1). The result goes to ``--out`` as JSON with
 its provenance (machine, torch, commit, date, the environment of every kernel set).
+
+With ``--machine TAG`` the kernel sets are recorded as ``TAG:native``, ``TAG:default``, ...
+and ``--out`` adds them to the draws already stored for each check (from another CPU, say)
+instead of replacing them; deviations, suggested tolerances and ``TIGHT`` are then judged
+over all draws, of every machine, against the unchanged stored values, and each chapter keeps
+the provenance of every measurement (``provenance`` and ``more_provenance``).
 """
 from __future__ import annotations
 
@@ -147,6 +155,31 @@ def summarise(values: dict[str, dict], kernels: list[str]) -> dict:
     return out
 
 
+def merge_draws(old_entry: dict | None, checks: dict[str, dict]) -> dict[str, dict]:
+    """``checks`` with the draws ``old_entry`` (a chapter of a stored measurement) holds for the same labels added.
+
+    A label measured before but not now is kept as it was; the stored value and tolerance are this run's."""
+    merged = {label: {k: v[k] for k in ("stored", "tol", "rel", "unit", "values")}
+              for label, v in (old_entry or {}).get("checks", {}).items()}
+    for label, v in checks.items():
+        before = merged.get(label, {}).get("values", {})
+        twice = sorted(set(before) & set(v["values"]))
+        if twice:
+            raise SystemExit(f"{label}: draws {twice} are stored already; choose another --machine tag")
+        merged[label] = {**v, "values": {**before, **v["values"]}}
+    return merged
+
+
+def chapter_entry(old_entry: dict | None, provenance: dict, seconds: dict, checks: dict[str, dict]) -> dict:
+    """One chapter of the result: provenance (earlier measurements kept), seconds and the summarised checks."""
+    kernels = sorted({k for v in checks.values() for k in v["values"]})
+    if old_entry is None:
+        return {"provenance": provenance, "seconds": seconds, "checks": summarise(checks, kernels)}
+    return {"provenance": old_entry["provenance"],
+            "more_provenance": [*old_entry.get("more_provenance", []), provenance],
+            "seconds": {**old_entry.get("seconds", {}), **seconds}, "checks": summarise(checks, kernels)}
+
+
 def group(checks: dict[str, dict]) -> dict[str, dict[str, dict]]:
     """Checks by table: a check_table entry "title | row | column" goes under its title."""
     out: dict[str, dict[str, dict]] = {}
@@ -161,11 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernels", nargs="+", default=list(KERNEL_SETS), choices=list(KERNEL_SETS))
     ap.add_argument("--out", type=Path, default=None, help="write the measurement as JSON here")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    ap.add_argument("--machine", default=None,
+                    help="record the kernel sets as TAG:KERNEL and add them to the draws stored in --out")
     ap.add_argument("--store", action="store_true",
                     help="make the native run's values the chapters' stored values (book/stored_values.json)")
     args = ap.parse_args(argv)
     if args.store and args.kernels[0] != "native":
         ap.error("--store needs the native kernel set first in --kernels")
+    if args.machine is not None and (args.store or args.out is None or ":" in args.machine or not args.machine):
+        ap.error("--machine needs --out, not --store, and a non-empty TAG without ':'")
+    key = {k: (f"{args.machine}:{k}" if args.machine else k) for k in args.kernels}
     paths = [Path(p).resolve() for p in args.notebooks] or chapters_with_checks()
 
     chapters, seconds, failed = {}, {}, []
@@ -179,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{kernel:8s} FAILED: {exc}", flush=True)
                     failed.append(f"{kernel} {path.name}")
                     continue
-                seconds.setdefault(path.stem, {})[kernel] = {"wall": round(dt, 1), "cpu": round(cpu, 1)}
+                seconds.setdefault(path.stem, {})[key[kernel]] = {"wall": round(dt, 1), "cpu": round(cpu, 1)}
                 rows = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
                 print(f"{kernel:8s} {path.name}: {len(rows)} checks, {dt:.0f} s wall, {cpu:.0f} s CPU", flush=True)
                 chapter = chapters.setdefault(path.stem, {})
@@ -190,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                 for r in rows:
                     entry = chapter.setdefault(r["label"], {"stored": r["stored"], "tol": r["tol"], "rel": r["rel"],
                                                             "unit": r["unit"], "values": {}})
-                    entry["values"][kernel] = r["value"]
+                    entry["values"][key[kernel]] = r["value"]
                     if args.store:
                         entry["stored"] = entry["values"]["native"]
 
@@ -201,15 +239,19 @@ def main(argv: list[str] | None = None) -> int:
         "torch": __import__("torch").__version__, "commit": git_commit(),
         "native_aten_kernels": __import__("torch").backends.cpu.get_cpu_capability(),
         "command": "python scripts/measure_tolerances.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "kernel_sets": {k: KERNEL_SETS[k] for k in args.kernels},
+        "kernel_sets": {key[k]: KERNEL_SETS[k] for k in args.kernels},
     }
+    old = json.loads(args.out.read_text()) if args.out and args.out.exists() else {}
+    if args.machine:
+        chapters = {stem: merge_draws(old.get("chapters", {}).get(stem), checks) for stem, checks in chapters.items()}
     result = {
         "what": "live values of the chapters' tolerance checks under several PyTorch kernel sets, by chapter",
         "margin_rule": f"tolerance >= {MARGIN} x the largest |live - stored| over the kernel sets, rounded up to "
                        f"{', '.join(f'{m:g}' for m in STEPS[:-1])} x 10^k, and at least one point for an accuracy "
                        f"or one unit of the last printed digit; 'tight' marks a check below {MARGIN} x",
         "seconds": "wall and CPU seconds of one execution of the chapter (kernel and client), per kernel set",
-        "chapters": {stem: {"provenance": provenance, "seconds": seconds[stem], "checks": summarise(v, args.kernels)}
+        "chapters": {stem: chapter_entry(old.get("chapters", {}).get(stem) if args.machine else None,
+                                         provenance, seconds[stem], v)
                      for stem, v in chapters.items()},
     }
     if failed:
@@ -237,7 +279,6 @@ def main(argv: list[str] | None = None) -> int:
                     vals = ", ".join(f"{k} {x:.6g}" for k, x in v["values"].items())
                     print(f"      {label}: stored {v['stored']:.6g}; {vals}")
     if args.out:  # other chapters already in the file are kept
-        old = json.loads(args.out.read_text()) if args.out.exists() else {}
         result["chapters"] = dict(sorted({**old.get("chapters", {}), **result["chapters"]}.items()))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")

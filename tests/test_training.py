@@ -1,9 +1,12 @@
+import warnings
+
 import pytest
 import torch
 
 from amata_lib import Amata, Constant, DigitsCNN, TrainOptions, pgd, train
 from amata_lib.core.maximizers import PGDMaximizer
-from amata_lib.core.training import make_lr_schedule, select_device
+from amata_lib.core.training import cpu_has_bf16, make_lr_schedule, select_device
+from amata_lib.infra.errors import AmataWarning
 
 
 def test_erm_is_not_robust(erm_model):
@@ -216,8 +219,14 @@ def test_bf16_autocast_on_the_cpu_trains_within_tolerance_of_fp32(digits):
     runs = {}
     for amp in (False, True):
         torch.manual_seed(0)
-        runs[amp] = train(DigitsCNN(), *digits, epochs=8, eps=0.2, schedule=Constant(3, 0.1, 8), device="cpu",
-                          options=TrainOptions(amp=amp, eval_steps=10, eval_subset=200))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runs[amp] = train(DigitsCNN(), *digits, epochs=8, eps=0.2, schedule=Constant(3, 0.1, 8), device="cpu",
+                              options=TrainOptions(amp=amp, eval_steps=10, eval_subset=200))
+        said = [str(w.message) for w in caught if issubclass(w.category, AmataWarning)]
+        # one line exactly where bf16 is emulated (amp on a CPU without bf16 instructions), else silence
+        assert len(said) == int(amp and not cpu_has_bf16()), said
+        assert all("bf16 is emulated" in line for line in said)
     fp32, bf16 = runs[False][-1], runs[True][-1]
     assert fp32["train_loss"] != bf16["train_loss"]
     assert abs(fp32["robust_acc"] - bf16["robust_acc"]) <= 0.06
