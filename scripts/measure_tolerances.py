@@ -141,12 +141,12 @@ def store(chapters: dict[str, dict], provenance: dict) -> None:
     STORED.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
-def summarise(values: dict[str, dict], kernels: list[str]) -> dict:
-    """Per check: the deviation of each kernel set from the stored value, and whether the tolerance holds it."""
+def summarise(values: dict[str, dict]) -> dict:
+    """Per check: the deviation of each draw (kernel set) from the stored value, and whether the tolerance holds it."""
     out = {}
     for label, v in values.items():
         stored, tol, rel = v["stored"], v["tol"], v["rel"]
-        devs = {k: abs(v["values"][k] - stored) for k in kernels if k in v["values"]}
+        devs = {k: abs(x - stored) for k, x in v["values"].items()}
         worst = max(devs.values(), default=0.0)
         bound = (tol or 0.0) + (rel or 0.0) * abs(stored)
         out[label] = {**v, "deviation": devs, "max_deviation": worst, "bound": bound,
@@ -172,12 +172,11 @@ def merge_draws(old_entry: dict | None, checks: dict[str, dict]) -> dict[str, di
 
 def chapter_entry(old_entry: dict | None, provenance: dict, seconds: dict, checks: dict[str, dict]) -> dict:
     """One chapter of the result: provenance (earlier measurements kept), seconds and the summarised checks."""
-    kernels = sorted({k for v in checks.values() for k in v["values"]})
     if old_entry is None:
-        return {"provenance": provenance, "seconds": seconds, "checks": summarise(checks, kernels)}
+        return {"provenance": provenance, "seconds": seconds, "checks": summarise(checks)}
     return {"provenance": old_entry["provenance"],
             "more_provenance": [*old_entry.get("more_provenance", []), provenance],
-            "seconds": {**old_entry.get("seconds", {}), **seconds}, "checks": summarise(checks, kernels)}
+            "seconds": {**old_entry.get("seconds", {}), **seconds}, "checks": summarise(checks)}
 
 
 def group(checks: dict[str, dict]) -> dict[str, dict[str, dict]]:
@@ -242,16 +241,15 @@ def main(argv: list[str] | None = None) -> int:
         "kernel_sets": {key[k]: KERNEL_SETS[k] for k in args.kernels},
     }
     old = json.loads(args.out.read_text()) if args.out and args.out.exists() else {}
-    if args.machine:
-        chapters = {stem: merge_draws(old.get("chapters", {}).get(stem), checks) for stem, checks in chapters.items()}
+    previous = old.get("chapters", {}) if args.machine else {}  # the draws a --machine run adds to
+    chapters = {stem: merge_draws(previous.get(stem), checks) for stem, checks in chapters.items()}
     result = {
         "what": "live values of the chapters' tolerance checks under several PyTorch kernel sets, by chapter",
         "margin_rule": f"tolerance >= {MARGIN} x the largest |live - stored| over the kernel sets, rounded up to "
                        f"{', '.join(f'{m:g}' for m in STEPS[:-1])} x 10^k, and at least one point for an accuracy "
                        f"or one unit of the last printed digit; 'tight' marks a check below {MARGIN} x",
         "seconds": "wall and CPU seconds of one execution of the chapter (kernel and client), per kernel set",
-        "chapters": {stem: chapter_entry(old.get("chapters", {}).get(stem) if args.machine else None,
-                                         provenance, seconds[stem], v)
+        "chapters": {stem: chapter_entry(previous.get(stem), provenance, seconds[stem], v)
                      for stem, v in chapters.items()},
     }
     if failed:

@@ -1,5 +1,4 @@
 """The chapters' opening box (amata_lib.book.scaffold) and the prose word count (scripts/chapter_words.py)."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -7,18 +6,10 @@ import pytest
 
 from amata_lib.book.scaffold import ChapterBox, chapter_box, running_time
 from amata_lib.infra.errors import UserError
+from scripts import chapter_words  # the repository root is on sys.path (its conftest.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def _chapter_words():
-    spec = importlib.util.spec_from_file_location("chapter_words", ROOT / "scripts" / "chapter_words.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-chapter_words = _chapter_words()
 
 BOX = dict(learn=["why PGD-$K$ costs $K + 1$ passes", "how `Amata` anneals $K_t$"],
            need=["01_minmax_pgd", ("02_amata.ipynb", "the schedule"), ("notation.md", "the notation"),
